@@ -1,0 +1,1 @@
+//! JSON-RPC client for the Slipstream control API, with certificate pinning.

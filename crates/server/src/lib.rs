@@ -1,0 +1,1 @@
+//! The Slipstream server: configuration, state, users, authentication and the JSON-RPC API.

@@ -1,0 +1,1 @@
+//! The File sandbox type: a folder on local disk.

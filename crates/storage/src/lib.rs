@@ -1,0 +1,22 @@
+//! Storage backends (File, S3), sandbox configuration and the VirtualFs that confines a user.
+//!
+//! The layers, bottom up:
+//! - [`backend`]: the [`Backend`] trait every storage type implements, over paths relative to
+//!   the sandbox root ([`RelPath`]), plus the shared entry and error types.
+//! - [`file`]: the File sandbox type (the S3 type lives in the `slipstream-s3` crate, so that
+//!   this crate builds without the AWS SDK).
+//! - [`config`]: sandbox mappings as users write them (JSON), validation with errors that name
+//!   the key, placeholder expansion, secret redaction.
+//! - [`vfs`]: a user's view: virtual roots → backends, safe resolution of user paths. Backends
+//!   are made by a [`vfs::BackendOpener`] that the server supplies, which is how S3 plugs in.
+
+pub mod backend;
+pub mod config;
+pub mod error;
+pub mod file;
+pub mod path;
+pub mod vfs;
+
+pub use backend::{Backend, Entry, EntryKind, Page, Usage};
+pub use error::{StorageError, StorageResult};
+pub use path::RelPath;

@@ -1,0 +1,1 @@
+//! A user's view of storage: virtual roots mapped to backends.
