@@ -3,6 +3,10 @@
 
 use std::collections::BTreeMap;
 
+use crate::error::{StorageError, StorageResult};
+use serde_json::{Map, Value};
+
+
 /// A secret string (secret key, session token, proxy password): never printed by `Debug`,
 /// never serialised back to users (they see `"********"`).
 #[derive(Clone, PartialEq, Eq, Default)]
@@ -78,4 +82,844 @@ pub enum SandboxConfig {
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Mapping {
     pub roots: BTreeMap<String, SandboxConfig>,
+}
+
+/// The value shown instead of a secret.
+pub const REDACTED: &str = "********";
+
+/// The sandbox types a mapping may name, as users spell them.
+pub const SANDBOX_TYPES: [&str; 2] = ["File", "S3"];
+
+/// The keys of a File sandbox object.
+pub const FILE_KEYS: [&str; 2] = ["type", "path"];
+
+/// The keys of an S3 sandbox object: the seed page's spelling, plus our `forcePathStyle`.
+pub const S3_KEYS: [&str; 18] = [
+    "type",
+    "path",
+    "bucketName",
+    "region",
+    "accessKeyId",
+    "secretKey",
+    "sessionToken",
+    "scheme",
+    "endpointOverride",
+    "proxyScheme",
+    "proxyHost",
+    "proxyPort",
+    "proxyUserName",
+    "proxyPassword",
+    "verifySSL",
+    "caPath",
+    "caFile",
+    "forcePathStyle",
+];
+
+/// The default `region` of an S3 sandbox.
+pub const DEFAULT_REGION: &str = "us-east-1";
+
+impl Secret {
+    /// The secret itself, for the code that must use it (signing, proxy auth). Never log it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl Scheme {
+    /// `"http"` or `"https"`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Scheme::Http => "http",
+            Scheme::Https => "https",
+        }
+    }
+
+    /// Parses `http` or `https` (any case).
+    pub fn parse(text: &str) -> Option<Scheme> {
+        if text.eq_ignore_ascii_case("http") {
+            Some(Scheme::Http)
+        } else if text.eq_ignore_ascii_case("https") {
+            Some(Scheme::Https)
+        } else {
+            None
+        }
+    }
+}
+
+impl S3Config {
+    /// An S3 sandbox on `bucket_name` with every other option at its default.
+    pub fn new(bucket_name: impl Into<String>) -> Self {
+        S3Config {
+            path: String::new(),
+            bucket_name: bucket_name.into(),
+            region: DEFAULT_REGION.to_string(),
+            access_key_id: None,
+            secret_key: None,
+            session_token: None,
+            scheme: Scheme::Https,
+            endpoint_override: None,
+            proxy_scheme: Scheme::Http,
+            proxy_host: None,
+            proxy_port: None,
+            proxy_user_name: None,
+            proxy_password: None,
+            verify_ssl: true,
+            ca_path: None,
+            ca_file: None,
+            force_path_style: None,
+        }
+    }
+
+    /// `forcePathStyle` as it applies: the explicit setting, else true when `endpointOverride`
+    /// is set (third-party stores rarely support virtual-hosted buckets).
+    pub fn effective_force_path_style(&self) -> bool {
+        self.force_path_style
+            .unwrap_or(self.endpoint_override.is_some())
+    }
+}
+
+impl SandboxConfig {
+    /// `"File"` or `"S3"`, as in the mapping's `type`.
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            SandboxConfig::File(_) => "File",
+            SandboxConfig::S3(_) => "S3",
+        }
+    }
+
+    /// The `path` option (a folder for File, a key prefix without outer slashes for S3).
+    pub fn path(&self) -> &str {
+        match self {
+            SandboxConfig::File(f) => &f.path,
+            SandboxConfig::S3(s) => &s.path,
+        }
+    }
+
+    /// True if `path` holds a `%u`, `%d` or `%f` placeholder.
+    pub fn uses_placeholders(&self) -> bool {
+        has_placeholders(self.path())
+    }
+
+    fn to_json(&self, redact: bool) -> Value {
+        let mut out = Map::new();
+        out.insert("type".into(), self.type_name().into());
+        match self {
+            SandboxConfig::File(f) => {
+                out.insert("path".into(), f.path.clone().into());
+            }
+            SandboxConfig::S3(s) => {
+                let secret = |v: &Secret| -> Value {
+                    if redact {
+                        REDACTED.into()
+                    } else {
+                        v.0.clone().into()
+                    }
+                };
+                out.insert("path".into(), format!("/{}", s.path).into());
+                out.insert("bucketName".into(), s.bucket_name.clone().into());
+                out.insert("region".into(), s.region.clone().into());
+                out.insert("scheme".into(), s.scheme.as_str().into());
+                out.insert("proxyScheme".into(), s.proxy_scheme.as_str().into());
+                out.insert("verifySSL".into(), s.verify_ssl.into());
+                let optional = [
+                    ("accessKeyId", &s.access_key_id),
+                    ("endpointOverride", &s.endpoint_override),
+                    ("proxyHost", &s.proxy_host),
+                    ("proxyUserName", &s.proxy_user_name),
+                    ("caPath", &s.ca_path),
+                    ("caFile", &s.ca_file),
+                ];
+                for (key, value) in optional {
+                    if let Some(v) = value {
+                        out.insert(key.into(), v.clone().into());
+                    }
+                }
+                let secrets = [
+                    ("secretKey", &s.secret_key),
+                    ("sessionToken", &s.session_token),
+                    ("proxyPassword", &s.proxy_password),
+                ];
+                for (key, value) in secrets {
+                    if let Some(v) = value {
+                        out.insert(key.into(), secret(v));
+                    }
+                }
+                if let Some(port) = s.proxy_port {
+                    out.insert("proxyPort".into(), port.into());
+                }
+                if let Some(force) = s.force_path_style {
+                    out.insert("forcePathStyle".into(), force.into());
+                }
+            }
+        }
+        Value::Object(out)
+    }
+}
+
+/// Who a mapping is expanded for: the parts that the path placeholders stand for.
+///
+/// [`UserIdentity::from_login`] splits a login name at its last `@` (`alice@example.com`:
+/// `%u` = `alice`, `%d` = `example.com`) or at a `\` (`EXAMPLE\alice`: `%u` = `alice`,
+/// `%d` = `EXAMPLE`); a plain name has an empty domain. `%f` is always the login name as given.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct UserIdentity {
+    /// `%u`: the user name without domain.
+    pub name: String,
+    /// `%d`: the domain, empty when the login has none.
+    pub domain: String,
+    /// `%f`: the full login name.
+    pub full_name: String,
+}
+
+impl UserIdentity {
+    /// Splits a login name into its placeholder parts (see the type's documentation).
+    pub fn from_login(login: &str) -> Self {
+        let (name, domain) = if let Some(at) = login.rfind('@') {
+            (&login[..at], &login[at + 1..])
+        } else if let Some(slash) = login.find('\\') {
+            (&login[slash + 1..], &login[..slash])
+        } else {
+            (login, "")
+        };
+        UserIdentity {
+            name: name.to_string(),
+            domain: domain.to_string(),
+            full_name: login.to_string(),
+        }
+    }
+
+    /// Refuses identities whose parts cannot safely stand in a path: a part holding `/`, NUL
+    /// or a control character, or equal to `.` or `..`, and an empty user name. Called before a
+    /// mapping with placeholders is expanded for this user.
+    pub fn check_path_safe(&self) -> StorageResult<()> {
+        for (what, value) in [
+            ("user name", &self.name),
+            ("domain", &self.domain),
+            ("full user name", &self.full_name),
+        ] {
+            let bad = value.contains('/')
+                || value.chars().any(|c| c.is_control())
+                || value == "."
+                || value == "..";
+            if bad {
+                return Err(StorageError::PermissionDenied(format!(
+                    "the {what} '{}' cannot be used in a sandbox path (placeholder): it contains \
+                     '/' or a control character, or is '.' or '..'",
+                    value.escape_debug()
+                )));
+            }
+        }
+        if self.name.is_empty() {
+            return Err(StorageError::PermissionDenied(
+                "an empty user name cannot be used in a sandbox path (placeholder %u)".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// True if `path` holds `%u`, `%d` or `%f` (not just `%%`).
+fn has_placeholders(path: &str) -> bool {
+    let mut chars = path.chars();
+    while let Some(c) = chars.next() {
+        if c == '%' {
+            match chars.next() {
+                Some('u' | 'd' | 'f') => return true,
+                _ => continue,
+            }
+        }
+    }
+    false
+}
+
+/// Replaces the placeholders of `path`. Unknown sequences are kept literally (parsing has
+/// already refused them, so this only matters for hand-built configs).
+fn expand_placeholders(path: &str, user: &UserIdentity) -> String {
+    let mut out = String::with_capacity(path.len());
+    let mut chars = path.chars();
+    while let Some(c) = chars.next() {
+        if c != '%' {
+            out.push(c);
+            continue;
+        }
+        match chars.next() {
+            Some('u') => out.push_str(&user.name),
+            Some('d') => out.push_str(&user.domain),
+            Some('f') => out.push_str(&user.full_name),
+            Some('%') => out.push('%'),
+            Some(other) => {
+                out.push('%');
+                out.push(other);
+            }
+            None => out.push('%'),
+        }
+    }
+    out
+}
+
+/// Checks that every `%` in `path` starts a known placeholder.
+fn check_placeholders(path: &str, field: &str) -> StorageResult<()> {
+    let mut chars = path.chars();
+    while let Some(c) = chars.next() {
+        if c == '%' {
+            match chars.next() {
+                Some('u' | 'd' | 'f' | '%') => {}
+                Some(other) => {
+                    return Err(StorageError::config(
+                        field,
+                        format!(
+                            "{field}: unknown placeholder '%{other}' in '{path}': use %u (user \
+                             name), %d (domain), %f (full user name) or %% (a literal %)"
+                        ),
+                    ))
+                }
+                None => {
+                    return Err(StorageError::config(
+                        field,
+                        format!(
+                            "{field}: '{path}' ends with a lone '%': write %% for a literal %"
+                        ),
+                    ))
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Normalises an S3 prefix: no outer slashes, no empty segments. `.` and `..` are refused.
+fn normalise_prefix(path: &str, field: &str) -> StorageResult<String> {
+    let mut segments = Vec::new();
+    for segment in path.split('/') {
+        match segment {
+            "" => continue,
+            "." | ".." => {
+                return Err(StorageError::config(
+                    field,
+                    format!(
+                        "{field}: '{path}' has a '{segment}' segment; S3 prefixes must not \
+                         hold '.' or '..' (such keys are ignored)"
+                    ),
+                ))
+            }
+            s => segments.push(s),
+        }
+    }
+    Ok(segments.join("/"))
+}
+
+/// How strictly [`Mapping::parse_with`] checks things outside the JSON itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ParseMode {
+    /// A mapping a user sends: also checks that `caFile` and `caPath` can be read now.
+    New,
+    /// A mapping read back from the server's own store: syntax only, so that a CA file removed
+    /// since does not make the server forget the mapping (the S3 client reports it on use).
+    Stored,
+}
+
+impl Mapping {
+    /// Parses and validates a mapping object as users send it (see [`ParseMode::New`]).
+    pub fn parse(value: &Value) -> StorageResult<Mapping> {
+        Mapping::parse_with(value, ParseMode::New)
+    }
+
+    /// Parses a mapping stored by [`Mapping::to_stored_json`] (see [`ParseMode::Stored`]).
+    pub fn parse_stored(value: &Value) -> StorageResult<Mapping> {
+        Mapping::parse_with(value, ParseMode::Stored)
+    }
+
+    /// Parses and validates `{virtualName: config, ...}`. Errors are
+    /// [`StorageError::InvalidConfig`] whose `field` is the key path (`media.bucketName`, or
+    /// just `bucketName` for the `""` sandbox) and whose message names the key and the fix.
+    pub fn parse_with(value: &Value, mode: ParseMode) -> StorageResult<Mapping> {
+        let Value::Object(object) = value else {
+            return Err(StorageError::config(
+                "mapping",
+                format!(
+                    "mapping must be an object {{virtualName: sandbox}}, not {}; for example \
+                     {{\"\": \"/data\"}}",
+                    json_type(value)
+                ),
+            ));
+        };
+        if object.is_empty() {
+            return Err(StorageError::config(
+                "mapping",
+                "mapping is empty: give at least one sandbox, for example {\"\": \"/data\"} \
+                 (use deleteSandboxMapping to remove a mapping)",
+            ));
+        }
+        let mut roots = BTreeMap::new();
+        for (name, config) in object {
+            check_virtual_name(name)?;
+            roots.insert(name.clone(), parse_sandbox(name, config, mode)?);
+        }
+        Ok(Mapping { roots })
+    }
+
+    /// The normalised form with every secret (`secretKey`, `sessionToken`, `proxyPassword`)
+    /// shown as `"********"`: what `getSandboxMappings` returns.
+    pub fn to_redacted_json(&self) -> Value {
+        self.to_json(true)
+    }
+
+    /// The normalised form with secrets, for the server's owner-only store. Read it back with
+    /// [`Mapping::parse_stored`] (or [`Mapping::parse`]).
+    pub fn to_stored_json(&self) -> Value {
+        self.to_json(false)
+    }
+
+    fn to_json(&self, redact: bool) -> Value {
+        Value::Object(
+            self.roots
+                .iter()
+                .map(|(name, config)| (name.clone(), config.to_json(redact)))
+                .collect(),
+        )
+    }
+
+    /// True if any sandbox path uses `%u`, `%d` or `%f`.
+    pub fn uses_placeholders(&self) -> bool {
+        self.roots.values().any(SandboxConfig::uses_placeholders)
+    }
+
+    /// This mapping with `%u`, `%d`, `%f` and `%%` replaced in every `path` for `user`.
+    ///
+    /// The values go in literally: callers confining a user should first check the identity
+    /// with [`UserIdentity::check_path_safe`] (`VirtualFs::new` does). An S3 prefix is
+    /// normalised again afterwards (an empty `%d` leaves no empty segment).
+    pub fn expand(&self, user: &UserIdentity) -> Mapping {
+        let roots = self
+            .roots
+            .iter()
+            .map(|(name, config)| {
+                let expanded = match config {
+                    SandboxConfig::File(f) => SandboxConfig::File(FileConfig {
+                        path: expand_placeholders(&f.path, user),
+                    }),
+                    SandboxConfig::S3(s) => {
+                        let path = expand_placeholders(&s.path, user);
+                        let path = path
+                            .split('/')
+                            .filter(|s| !s.is_empty())
+                            .collect::<Vec<_>>()
+                            .join("/");
+                        SandboxConfig::S3(Box::new(S3Config { path, ..(**s).clone() }))
+                    }
+                };
+                (name.clone(), expanded)
+            })
+            .collect();
+        Mapping { roots }
+    }
+}
+
+/// The key path of `key` in the sandbox `name`, as errors report it.
+fn field_of(name: &str, key: &str) -> String {
+    if name.is_empty() {
+        key.to_string()
+    } else {
+        format!("{name}.{key}")
+    }
+}
+
+/// How errors name a sandbox.
+fn sandbox_label(name: &str) -> String {
+    if name.is_empty() {
+        "sandbox ''".to_string()
+    } else {
+        format!("sandbox '{name}'")
+    }
+}
+
+fn json_type(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+fn check_virtual_name(name: &str) -> StorageResult<()> {
+    if name.is_empty() {
+        return Ok(());
+    }
+    let problem = if name == "." || name == ".." {
+        Some("is not allowed")
+    } else if name.contains('/') {
+        Some("contains '/'")
+    } else if name.chars().any(|c| c.is_control()) {
+        Some("contains a control character")
+    } else {
+        None
+    };
+    match problem {
+        None => Ok(()),
+        Some(problem) => Err(StorageError::config(
+            name,
+            format!(
+                "virtual name '{}' {problem}: a virtual name is one folder name shown at the \
+                 user's root (like \"media\"), or \"\" to make the sandbox the root itself",
+                name.escape_debug()
+            ),
+        )),
+    }
+}
+
+/// Levenshtein distance, for "did you mean" hints on short key names.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let a: Vec<char> = a.to_lowercase().chars().collect();
+    let b: Vec<char> = b.to_lowercase().chars().collect();
+    let mut previous: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.iter().enumerate() {
+        let mut current = vec![i + 1];
+        for (j, cb) in b.iter().enumerate() {
+            let substitute = previous[j] + usize::from(ca != cb);
+            current.push(substitute.min(previous[j + 1] + 1).min(current[j] + 1));
+        }
+        previous = current;
+    }
+    previous[b.len()]
+}
+
+fn parse_sandbox(name: &str, value: &Value, mode: ParseMode) -> StorageResult<SandboxConfig> {
+    let label = sandbox_label(name);
+    let object = match value {
+        Value::String(path) => {
+            let field = field_of(name, "path");
+            return parse_file_path(path, &field, &label).map(SandboxConfig::File);
+        }
+        Value::Object(object) => object,
+        other => {
+            let field = if name.is_empty() { "mapping" } else { name };
+            return Err(StorageError::config(
+                field,
+                format!(
+                    "{label}: must be a folder path (a string) or an object with \"type\", not {}",
+                    json_type(other)
+                ),
+            ));
+        }
+    };
+    let type_field = field_of(name, "type");
+    let kind = match object.get("type") {
+        None | Some(Value::Null) => {
+            return Err(StorageError::config(
+                type_field,
+                format!(
+                    "{label}: missing \"type\": set it to one of {}",
+                    SANDBOX_TYPES.join(", ")
+                ),
+            ))
+        }
+        Some(Value::String(t)) => SANDBOX_TYPES
+            .into_iter()
+            .find(|known| known.eq_ignore_ascii_case(t))
+            .ok_or_else(|| {
+                StorageError::config(
+                    &type_field,
+                    format!(
+                        "{label}: unknown type '{t}': valid types are {}",
+                        SANDBOX_TYPES.join(", ")
+                    ),
+                )
+            })?,
+        Some(other) => {
+            return Err(StorageError::config(
+                &type_field,
+                format!(
+                    "{label}: \"type\" must be a string ({}), not {}",
+                    SANDBOX_TYPES.join(" or "),
+                    json_type(other)
+                ),
+            ))
+        }
+    };
+    let valid: &[&str] = if kind == "File" { &FILE_KEYS } else { &S3_KEYS };
+    for key in object.keys() {
+        if !valid.contains(&key.as_str()) {
+            let hint = valid
+                .iter()
+                .filter(|v| edit_distance(v, key) <= 2)
+                .min_by_key(|v| edit_distance(v, key))
+                .map(|v| format!(" (did you mean '{v}'?)"))
+                .unwrap_or_default();
+            return Err(StorageError::config(
+                field_of(name, key),
+                format!(
+                    "{label} ({kind}): unknown key '{key}'{hint}; valid keys are {}",
+                    valid.join(", ")
+                ),
+            ));
+        }
+    }
+    let keys = Keys {
+        name,
+        label: &label,
+        object,
+    };
+    if kind == "File" {
+        let field = field_of(name, "path");
+        let Some(path) = keys.string("path")? else {
+            return Err(StorageError::config(
+                field,
+                format!("{label} (File): missing \"path\": give the absolute folder path"),
+            ));
+        };
+        return parse_file_path(&path, &field, &label).map(SandboxConfig::File);
+    }
+    parse_s3(&keys, mode).map(|c| SandboxConfig::S3(Box::new(c)))
+}
+
+fn parse_file_path(path: &str, field: &str, label: &str) -> StorageResult<FileConfig> {
+    if !path.starts_with('/') {
+        return Err(StorageError::config(
+            field,
+            format!(
+                "{label} (File): path '{path}' is not absolute: give the full folder path, \
+                 starting with '/'"
+            ),
+        ));
+    }
+    if path.contains('\0') {
+        return Err(StorageError::config(
+            field,
+            format!("{label} (File): path must not contain NUL"),
+        ));
+    }
+    check_placeholders(path, field)?;
+    Ok(FileConfig {
+        path: path.to_string(),
+    })
+}
+
+/// Typed access to the keys of one sandbox object, with errors that name the key path.
+struct Keys<'a> {
+    name: &'a str,
+    label: &'a str,
+    object: &'a Map<String, Value>,
+}
+
+impl Keys<'_> {
+    fn field(&self, key: &str) -> String {
+        field_of(self.name, key)
+    }
+
+    fn error(&self, key: &str, message: impl std::fmt::Display) -> StorageError {
+        StorageError::config(self.field(key), format!("{}: {message}", self.label))
+    }
+
+    /// A string option: absent, `null` and `""` mean "not set".
+    fn string(&self, key: &str) -> StorageResult<Option<String>> {
+        match self.object.get(key) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::String(s)) if s.is_empty() => Ok(None),
+            Some(Value::String(s)) => Ok(Some(s.clone())),
+            Some(other) => Err(self.error(
+                key,
+                format!("\"{key}\" must be a string, not {}", json_type(other)),
+            )),
+        }
+    }
+
+    /// A boolean option: absent and `null` mean "not set".
+    fn boolean(&self, key: &str) -> StorageResult<Option<bool>> {
+        match self.object.get(key) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::Bool(b)) => Ok(Some(*b)),
+            Some(other) => Err(self.error(
+                key,
+                format!(
+                    "\"{key}\" must be a boolean (true or false), not {}",
+                    json_type(other)
+                ),
+            )),
+        }
+    }
+
+    fn scheme(&self, key: &str, default: Scheme) -> StorageResult<Scheme> {
+        match self.string(key)? {
+            None => Ok(default),
+            Some(text) => Scheme::parse(&text).ok_or_else(|| {
+                self.error(
+                    key,
+                    format!("\"{key}\" is '{text}': it must be \"http\" or \"https\""),
+                )
+            }),
+        }
+    }
+
+    fn port(&self, key: &str) -> StorageResult<Option<u16>> {
+        let bad = |shown: String| {
+            self.error(
+                key,
+                format!("\"{key}\" is {shown}: it must be a whole number from 1 to 65535"),
+            )
+        };
+        let number = match self.object.get(key) {
+            None | Some(Value::Null) => return Ok(None),
+            Some(Value::String(s)) if s.is_empty() => return Ok(None),
+            Some(Value::String(s)) => s.trim().parse::<u64>().map_err(|_| bad(format!("'{s}'")))?,
+            Some(Value::Number(n)) => n.as_u64().ok_or_else(|| bad(n.to_string()))?,
+            Some(other) => return Err(bad(json_type(other).to_string())),
+        };
+        match u16::try_from(number) {
+            Ok(port) if port > 0 => Ok(Some(port)),
+            _ => Err(bad(number.to_string())),
+        }
+    }
+
+    fn secret(&self, key: &str) -> StorageResult<Option<Secret>> {
+        match self.object.get(key) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::String(s)) if s.is_empty() => Ok(None),
+            Some(Value::String(s)) => Ok(Some(Secret(s.clone()))),
+            // Never echo the value: it may be a secret typed in the wrong shape.
+            Some(other) => Err(self.error(
+                key,
+                format!("\"{key}\" must be a string, not {}", json_type(other)),
+            )),
+        }
+    }
+}
+
+fn parse_s3(keys: &Keys<'_>, mode: ParseMode) -> StorageResult<S3Config> {
+    let label = keys.label;
+    let mut config = S3Config::new(String::new());
+
+    config.bucket_name = keys.string("bucketName")?.ok_or_else(|| {
+        keys.error(
+            "bucketName",
+            "(S3) missing \"bucketName\": name the bucket (it must already exist)",
+        )
+    })?;
+    if config.bucket_name.contains('/') || config.bucket_name.trim() != config.bucket_name {
+        return Err(keys.error(
+            "bucketName",
+            format!(
+                "\"bucketName\" '{}' is not a bucket name: give the name alone, without '/', \
+                 spaces or a prefix (put the prefix in \"path\")",
+                config.bucket_name
+            ),
+        ));
+    }
+    if let Some(path) = keys.string("path")? {
+        let field = keys.field("path");
+        check_placeholders(&path, &field)?;
+        config.path = normalise_prefix(&path, &field)
+            .map_err(|e| StorageError::config(&field, format!("{label}: {e}")))?;
+    }
+    if let Some(region) = keys.string("region")? {
+        config.region = region;
+    }
+    config.access_key_id = keys.string("accessKeyId")?;
+    config.secret_key = keys.secret("secretKey")?;
+    config.session_token = keys.secret("sessionToken")?;
+    config.scheme = keys.scheme("scheme", Scheme::Https)?;
+    config.endpoint_override = keys.string("endpointOverride")?;
+    config.proxy_scheme = keys.scheme("proxyScheme", Scheme::Http)?;
+    config.proxy_host = keys.string("proxyHost")?;
+    config.proxy_port = keys.port("proxyPort")?;
+    config.proxy_user_name = keys.string("proxyUserName")?;
+    config.proxy_password = keys.secret("proxyPassword")?;
+    if let Some(verify) = keys.boolean("verifySSL")? {
+        config.verify_ssl = verify;
+    }
+    config.ca_path = keys.string("caPath")?;
+    config.ca_file = keys.string("caFile")?;
+    config.force_path_style = keys.boolean("forcePathStyle")?;
+
+    if config.access_key_id.is_none() {
+        for key in ["secretKey", "sessionToken"] {
+            if keys.object.get(key).is_some_and(|v| !v.is_null() && v != "") {
+                return Err(keys.error(
+                    key,
+                    format!(
+                        "\"{key}\" is set but \"accessKeyId\" is not: give the access key id \
+                         that goes with it"
+                    ),
+                ));
+            }
+        }
+    } else if config.secret_key.is_none() {
+        return Err(keys.error(
+            "secretKey",
+            "\"accessKeyId\" is set but \"secretKey\" is not: give the secret key that goes \
+             with it (or neither, for anonymous access)",
+        ));
+    }
+    match (&config.proxy_user_name, &config.proxy_password) {
+        (Some(_), None) => {
+            return Err(keys.error(
+                "proxyPassword",
+                "\"proxyUserName\" is set but \"proxyPassword\" is not: give both or neither",
+            ))
+        }
+        (None, Some(_)) => {
+            return Err(keys.error(
+                "proxyUserName",
+                "\"proxyPassword\" is set but \"proxyUserName\" is not: give both or neither",
+            ))
+        }
+        _ => {}
+    }
+    if config.proxy_host.is_none() {
+        for (key, set) in [
+            ("proxyPort", config.proxy_port.is_some()),
+            ("proxyUserName", config.proxy_user_name.is_some()),
+        ] {
+            if set {
+                return Err(keys.error(
+                    key,
+                    format!("\"{key}\" is set but \"proxyHost\" is not: give the proxy's host"),
+                ));
+            }
+        }
+    }
+    if let Some(endpoint) = &config.endpoint_override {
+        let rest = endpoint
+            .strip_prefix("http://")
+            .or_else(|| endpoint.strip_prefix("https://"));
+        let bad_scheme = rest.is_none() && endpoint.contains("://");
+        if bad_scheme || endpoint.chars().any(char::is_whitespace) || rest == Some("") {
+            return Err(keys.error(
+                "endpointOverride",
+                format!(
+                    "\"endpointOverride\" '{endpoint}' is not host[:port] or an http(s) URL \
+                     (like \"minio.local:9000\" or \"https://s3.example.com\")"
+                ),
+            ));
+        }
+    }
+    if mode == ParseMode::New {
+        if let Some(file) = &config.ca_file {
+            let readable = std::fs::metadata(file).is_ok_and(|m| m.is_file())
+                && std::fs::File::open(file).is_ok();
+            if !readable {
+                return Err(keys.error(
+                    "caFile",
+                    format!(
+                        "\"caFile\" '{file}' is not a readable file on the server: give the \
+                         path of a PEM bundle the server can read"
+                    ),
+                ));
+            }
+        }
+        if let Some(dir) = &config.ca_path {
+            if std::fs::read_dir(dir).is_err() {
+                return Err(keys.error(
+                    "caPath",
+                    format!(
+                        "\"caPath\" '{dir}' is not a readable folder on the server: give a \
+                         folder of PEM certificates the server can read"
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(config)
 }
