@@ -5,6 +5,7 @@
 //!   the sandbox root ([`RelPath`]), plus the shared entry and error types.
 //! - [`file`]: the File sandbox type (the S3 type lives in the `slipstream-s3` crate, so that
 //!   this crate builds without the AWS SDK).
+//! - [`memory`]: an in-memory backend with the File semantics, for tests.
 //! - [`config`]: sandbox mappings as users write them (JSON), validation with errors that name
 //!   the key, placeholder expansion, secret redaction.
 //! - [`vfs`]: a user's view: virtual roots → backends, safe resolution of user paths. Backends
@@ -14,6 +15,7 @@ pub mod backend;
 pub mod config;
 pub mod error;
 pub mod file;
+pub mod memory;
 pub mod path;
 pub mod vfs;
 
