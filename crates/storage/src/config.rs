@@ -6,7 +6,6 @@ use std::collections::BTreeMap;
 use crate::error::{StorageError, StorageResult};
 use serde_json::{Map, Value};
 
-
 /// A secret string (secret key, session token, proxy password): never printed by `Debug`,
 /// never serialised back to users (they see `"********"`).
 #[derive(Clone, PartialEq, Eq, Default)]
@@ -376,9 +375,7 @@ fn check_placeholders(path: &str, field: &str) -> StorageResult<()> {
                 None => {
                     return Err(StorageError::config(
                         field,
-                        format!(
-                            "{field}: '{path}' ends with a lone '%': write %% for a literal %"
-                        ),
+                        format!("{field}: '{path}' ends with a lone '%': write %% for a literal %"),
                     ))
                 }
             }
@@ -505,7 +502,10 @@ impl Mapping {
                             .filter(|s| !s.is_empty())
                             .collect::<Vec<_>>()
                             .join("/");
-                        SandboxConfig::S3(Box::new(S3Config { path, ..(**s).clone() }))
+                        SandboxConfig::S3(Box::new(S3Config {
+                            path,
+                            ..(**s).clone()
+                        }))
                     }
                 };
                 (name.clone(), expanded)
@@ -835,7 +835,11 @@ fn parse_s3(keys: &Keys<'_>, mode: ParseMode) -> StorageResult<S3Config> {
 
     if config.access_key_id.is_none() {
         for key in ["secretKey", "sessionToken"] {
-            if keys.object.get(key).is_some_and(|v| !v.is_null() && v != "") {
+            if keys
+                .object
+                .get(key)
+                .is_some_and(|v| !v.is_null() && v != "")
+            {
                 return Err(keys.error(
                     key,
                     format!(

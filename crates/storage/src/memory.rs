@@ -169,9 +169,15 @@ impl Backend for MemoryBackend {
             return Err(StorageError::NotFound(format!("'{dir}' does not exist")));
         }
         if !is_dir(&nodes, dir) {
-            return Err(StorageError::Conflict(format!("'{dir}' is a file, not a folder")));
+            return Err(StorageError::Conflict(format!(
+                "'{dir}' is a file, not a folder"
+            )));
         }
-        let skip = if dir.is_root() { 0 } else { dir.as_str().len() + 1 };
+        let skip = if dir.is_root() {
+            0
+        } else {
+            dir.as_str().len() + 1
+        };
         let mut children = descendants(&nodes, dir)
             .filter(|(k, _)| !k[skip..].contains('/'))
             .map(|(k, node)| (&k[skip..], node))
@@ -329,8 +335,14 @@ mod tests {
         let root: Vec<_> = m.list(&RelPath::root(), 10, None).await.unwrap().entries;
         assert_eq!(root.len(), 2);
         let usage = m.usage(&p("a")).await.unwrap();
-        assert_eq!((usage.total_size, usage.total_files, usage.total_directories), (12, 2, 1));
-        assert!(matches!(m.remove(&p("a"), false).await, Err(StorageError::Conflict(_))));
+        assert_eq!(
+            (usage.total_size, usage.total_files, usage.total_directories),
+            (12, 2, 1)
+        );
+        assert!(matches!(
+            m.remove(&p("a"), false).await,
+            Err(StorageError::Conflict(_))
+        ));
         m.rename(&p("a"), &p("c")).await.unwrap();
         assert!(m.stat(&p("c/b/y")).await.unwrap().is_some());
         assert!(matches!(
