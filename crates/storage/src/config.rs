@@ -318,7 +318,7 @@ impl UserIdentity {
 }
 
 /// True if `path` holds `%u`, `%d` or `%f` (not just `%%`).
-fn has_placeholders(path: &str) -> bool {
+pub(crate) fn has_placeholders(path: &str) -> bool {
     let mut chars = path.chars();
     while let Some(c) = chars.next() {
         if c == '%' {
@@ -333,7 +333,7 @@ fn has_placeholders(path: &str) -> bool {
 
 /// Replaces the placeholders of `path`. Unknown sequences are kept literally (parsing has
 /// already refused them, so this only matters for hand-built configs).
-fn expand_placeholders(path: &str, user: &UserIdentity) -> String {
+pub(crate) fn expand_placeholders(path: &str, user: &UserIdentity) -> String {
     let mut out = String::with_capacity(path.len());
     let mut chars = path.chars();
     while let Some(c) = chars.next() {
