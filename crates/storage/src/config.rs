@@ -476,6 +476,57 @@ impl Mapping {
         )
     }
 
+    /// Puts back the secrets that arrive as `"********"` (a mapping read with
+    /// `getSandboxMappings`, edited and sent back) from `previous`, the stored mapping, for the
+    /// S3 sandbox of the same virtual name. A `"********"` with nothing to restore is an error,
+    /// so that the placeholder never becomes a credential.
+    pub fn restore_secrets(&mut self, previous: Option<&Mapping>) -> StorageResult<()> {
+        for (name, config) in &mut self.roots {
+            let SandboxConfig::S3(s3) = config else {
+                continue;
+            };
+            let old = match previous.and_then(|p| p.roots.get(name)) {
+                Some(SandboxConfig::S3(old)) => Some(old.as_ref()),
+                _ => None,
+            };
+            let slots = [
+                (
+                    "secretKey",
+                    &mut s3.secret_key,
+                    old.and_then(|o| o.secret_key.clone()),
+                ),
+                (
+                    "sessionToken",
+                    &mut s3.session_token,
+                    old.and_then(|o| o.session_token.clone()),
+                ),
+                (
+                    "proxyPassword",
+                    &mut s3.proxy_password,
+                    old.and_then(|o| o.proxy_password.clone()),
+                ),
+            ];
+            for (key, slot, old_value) in slots {
+                if slot.as_ref().is_some_and(|v| v.0 == REDACTED) {
+                    match old_value {
+                        Some(value) => *slot = Some(value),
+                        None => {
+                            return Err(StorageError::config(
+                                field_of(name, key),
+                                format!(
+                                    "{}: \"{key}\" is \"{REDACTED}\" but there is no stored \
+                                     value to keep: give the real value",
+                                    sandbox_label(name)
+                                ),
+                            ))
+                        }
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// True if any sandbox path uses `%u`, `%d` or `%f`.
     pub fn uses_placeholders(&self) -> bool {
         self.roots.values().any(SandboxConfig::uses_placeholders)
@@ -586,6 +637,12 @@ fn edit_distance(a: &str, b: &str) -> usize {
     previous[b.len()]
 }
 
+/// True if one key starts the other (`bucket` for `bucketName`), ignoring case.
+fn similar_prefix(a: &str, b: &str) -> bool {
+    let (a, b) = (a.to_lowercase(), b.to_lowercase());
+    a.len().min(b.len()) >= 4 && (a.starts_with(&b) || b.starts_with(&a))
+}
+
 fn parse_sandbox(name: &str, value: &Value, mode: ParseMode) -> StorageResult<SandboxConfig> {
     let label = sandbox_label(name);
     let object = match value {
@@ -644,7 +701,7 @@ fn parse_sandbox(name: &str, value: &Value, mode: ParseMode) -> StorageResult<Sa
         if !valid.contains(&key.as_str()) {
             let hint = valid
                 .iter()
-                .filter(|v| edit_distance(v, key) <= 2)
+                .filter(|v| edit_distance(v, key) <= 2 || similar_prefix(v, key))
                 .min_by_key(|v| edit_distance(v, key))
                 .map(|v| format!(" (did you mean '{v}'?)"))
                 .unwrap_or_default();
@@ -926,4 +983,526 @@ fn parse_s3(keys: &Keys<'_>, mode: ParseMode) -> StorageResult<S3Config> {
         }
     }
     Ok(config)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    /// Parses `{"media": sandbox}` and returns the error.
+    fn media_error(sandbox: Value) -> (String, String) {
+        match Mapping::parse(&json!({ "media": sandbox })) {
+            Err(StorageError::InvalidConfig { field, message }) => (field, message),
+            other => panic!("expected InvalidConfig, got {other:?}"),
+        }
+    }
+
+    fn s3(extra: Value) -> Value {
+        let mut base = json!({"type": "S3", "bucketName": "bucket"});
+        if let (Value::Object(base), Value::Object(extra)) = (&mut base, extra) {
+            base.extend(extra);
+        }
+        base
+    }
+
+    fn s3_of(mapping: &Mapping, name: &str) -> S3Config {
+        match &mapping.roots[name] {
+            SandboxConfig::S3(c) => (**c).clone(),
+            other => panic!("not S3: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn seed_example_parses() {
+        let mapping = Mapping::parse(&json!({
+            "": {
+                "type": "S3",
+                "bucketName": "sandboxBucket",
+                "path": "/",
+                "region": "us-west-2",
+                "accessKeyId": "SECRETKEYID",
+                "secretKey": "secretkey"
+            }
+        }))
+        .unwrap();
+        let c = s3_of(&mapping, "");
+        assert_eq!(c.bucket_name, "sandboxBucket");
+        assert_eq!(c.path, "");
+        assert_eq!(c.region, "us-west-2");
+        assert_eq!(c.access_key_id.as_deref(), Some("SECRETKEYID"));
+        assert_eq!(c.secret_key, Some(Secret("secretkey".into())));
+        assert_eq!(c.scheme, Scheme::Https);
+        assert_eq!(c.proxy_scheme, Scheme::Http);
+        assert!(c.verify_ssl);
+        assert!(!c.effective_force_path_style());
+    }
+
+    #[test]
+    fn plain_string_is_a_file_sandbox() {
+        let mapping = Mapping::parse(&json!({"": "/data"})).unwrap();
+        assert_eq!(
+            mapping.roots[""],
+            SandboxConfig::File(FileConfig {
+                path: "/data".into()
+            })
+        );
+        assert_eq!(
+            mapping.to_redacted_json(),
+            json!({"": {"type": "File", "path": "/data"}})
+        );
+        let object = Mapping::parse(&json!({"": {"type": "File", "path": "/data"}})).unwrap();
+        assert_eq!(object, mapping);
+        // Type names are matched without regard to case, and normalised.
+        let lower = Mapping::parse(&json!({"": {"type": "file", "path": "/data"}})).unwrap();
+        assert_eq!(lower, mapping);
+    }
+
+    #[test]
+    fn every_s3_key_is_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let ca_file = dir.path().join("ca.pem");
+        std::fs::write(&ca_file, "-----BEGIN CERTIFICATE-----\n").unwrap();
+        let ca_path = dir.path().to_str().unwrap().to_string();
+        let ca_file = ca_file.to_str().unwrap().to_string();
+        let mapping = Mapping::parse(&json!({"media": {
+            "type": "S3",
+            "path": "/users/%u/",
+            "bucketName": "raw",
+            "region": "eu-west-1",
+            "accessKeyId": "AKID",
+            "secretKey": "SK",
+            "sessionToken": "TOKEN",
+            "scheme": "http",
+            "endpointOverride": "minio.local:9000",
+            "proxyScheme": "https",
+            "proxyHost": "proxy.local",
+            "proxyPort": 3128,
+            "proxyUserName": "puser",
+            "proxyPassword": "ppass",
+            "verifySSL": false,
+            "caPath": ca_path,
+            "caFile": ca_file,
+            "forcePathStyle": false
+        }}))
+        .unwrap();
+        let c = s3_of(&mapping, "media");
+        assert_eq!(c.path, "users/%u");
+        assert_eq!(c.bucket_name, "raw");
+        assert_eq!(c.region, "eu-west-1");
+        assert_eq!(c.access_key_id.as_deref(), Some("AKID"));
+        assert_eq!(c.secret_key.as_ref().map(Secret::expose), Some("SK"));
+        assert_eq!(c.session_token.as_ref().map(Secret::expose), Some("TOKEN"));
+        assert_eq!(c.scheme, Scheme::Http);
+        assert_eq!(c.endpoint_override.as_deref(), Some("minio.local:9000"));
+        assert_eq!(c.proxy_scheme, Scheme::Https);
+        assert_eq!(c.proxy_host.as_deref(), Some("proxy.local"));
+        assert_eq!(c.proxy_port, Some(3128));
+        assert_eq!(c.proxy_user_name.as_deref(), Some("puser"));
+        assert_eq!(c.proxy_password.as_ref().map(Secret::expose), Some("ppass"));
+        assert!(!c.verify_ssl);
+        assert_eq!(c.ca_path.as_deref(), Some(ca_path.as_str()));
+        assert_eq!(c.ca_file.as_deref(), Some(ca_file.as_str()));
+        assert_eq!(c.force_path_style, Some(false));
+        assert!(!c.effective_force_path_style());
+
+        // The stored form reads back to the same mapping; the redacted one hides the secrets.
+        let stored = mapping.to_stored_json();
+        assert_eq!(Mapping::parse(&stored).unwrap(), mapping);
+        assert_eq!(Mapping::parse_stored(&stored).unwrap(), mapping);
+        let redacted = mapping.to_redacted_json();
+        assert_eq!(redacted["media"]["secretKey"], REDACTED);
+        assert_eq!(redacted["media"]["sessionToken"], REDACTED);
+        assert_eq!(redacted["media"]["proxyPassword"], REDACTED);
+        assert_eq!(redacted["media"]["accessKeyId"], "AKID");
+        assert_eq!(redacted["media"]["path"], "/users/%u");
+        assert_eq!(redacted["media"]["proxyPort"], 3128);
+        let text = redacted.to_string();
+        for secret in ["\"SK\"", "TOKEN", "ppass"] {
+            assert!(!text.contains(secret), "{secret} in {text}");
+        }
+        let debug = format!("{mapping:?}");
+        for secret in ["\"SK\"", "TOKEN", "ppass"] {
+            assert!(!debug.contains(secret), "{secret} in {debug}");
+        }
+    }
+
+    #[test]
+    fn defaults_and_lenient_values() {
+        let mapping = Mapping::parse(&json!({"m": s3(json!({
+            "proxyHost": "p", "proxyPort": "8080", "accessKeyId": "", "sessionToken": null,
+            "endpointOverride": "https://s3.example.com", "region": null
+        }))}))
+        .unwrap();
+        let c = s3_of(&mapping, "m");
+        assert_eq!(c.proxy_port, Some(8080));
+        assert_eq!(c.access_key_id, None);
+        assert_eq!(c.session_token, None);
+        assert_eq!(c.region, DEFAULT_REGION);
+        assert!(c.effective_force_path_style());
+    }
+
+    #[test]
+    fn error_mapping_not_an_object() {
+        for bad in [json!("/data"), json!([]), json!(null)] {
+            let err = Mapping::parse(&bad).unwrap_err();
+            assert!(
+                matches!(&err, StorageError::InvalidConfig { field, message }
+                    if field == "mapping" && message.contains("{\"\": \"/data\"}")),
+                "{err:?}"
+            );
+        }
+        let err = Mapping::parse(&json!({})).unwrap_err();
+        assert!(
+            matches!(err, StorageError::InvalidConfig { ref field, ref message }
+            if field == "mapping" && message.contains("empty"))
+        );
+    }
+
+    #[test]
+    fn error_sandbox_not_a_string_or_object() {
+        let (field, message) = media_error(json!(42));
+        assert_eq!(field, "media");
+        assert!(
+            message.contains("folder path") && message.contains("\"type\""),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn error_unknown_type() {
+        let (field, message) = media_error(json!({"type": "Azure", "path": "/x"}));
+        assert_eq!(field, "media.type");
+        assert!(
+            message.contains("'Azure'") && message.contains("File, S3"),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn error_missing_or_wrong_type() {
+        let (field, message) = media_error(json!({"path": "/x"}));
+        assert_eq!(field, "media.type");
+        assert!(
+            message.contains("missing") && message.contains("File, S3"),
+            "{message}"
+        );
+        let (field, message) = media_error(json!({"type": 3}));
+        assert_eq!(field, "media.type");
+        assert!(message.contains("must be a string"), "{message}");
+    }
+
+    #[test]
+    fn error_unknown_s3_key_lists_valid_keys() {
+        let (field, message) = media_error(s3(json!({"bucket": "x"})));
+        assert_eq!(field, "media.bucket");
+        assert!(message.contains("unknown key 'bucket'"), "{message}");
+        assert!(message.contains("did you mean 'bucketName'"), "{message}");
+        for key in S3_KEYS {
+            assert!(message.contains(key), "{key} missing from {message}");
+        }
+        let (field, message) = media_error(s3(json!({"verifySsl": false})));
+        assert_eq!(field, "media.verifySsl");
+        assert!(message.contains("did you mean 'verifySSL'"), "{message}");
+    }
+
+    #[test]
+    fn error_unknown_file_key() {
+        let (field, message) =
+            media_error(json!({"type": "File", "path": "/x", "bucketName": "b"}));
+        assert_eq!(field, "media.bucketName");
+        assert!(message.contains("valid keys are type, path"), "{message}");
+    }
+
+    #[test]
+    fn error_root_sandbox_field_has_no_prefix() {
+        let err = Mapping::parse(&json!({"": {"type": "S3"}})).unwrap_err();
+        assert!(
+            matches!(&err, StorageError::InvalidConfig { field, .. } if field == "bucketName"),
+            "{err:?}"
+        );
+    }
+
+    #[test]
+    fn error_missing_bucket_name() {
+        let (field, message) = media_error(json!({"type": "S3", "path": "/"}));
+        assert_eq!(field, "media.bucketName");
+        assert!(message.contains("missing \"bucketName\""), "{message}");
+        let (field, _) = media_error(json!({"type": "S3", "bucketName": ""}));
+        assert_eq!(field, "media.bucketName");
+    }
+
+    #[test]
+    fn error_bucket_name_wrong_type_or_shape() {
+        let (field, message) = media_error(json!({"type": "S3", "bucketName": 7}));
+        assert_eq!(field, "media.bucketName");
+        assert!(
+            message.contains("must be a string, not a number"),
+            "{message}"
+        );
+        let (field, message) = media_error(json!({"type": "S3", "bucketName": "b/prefix"}));
+        assert_eq!(field, "media.bucketName");
+        assert!(message.contains("\"path\""), "{message}");
+    }
+
+    #[test]
+    fn error_scheme() {
+        let (field, message) = media_error(s3(json!({"scheme": "ftp"})));
+        assert_eq!(field, "media.scheme");
+        assert!(message.contains("\"http\" or \"https\""), "{message}");
+    }
+
+    #[test]
+    fn error_proxy_scheme() {
+        let (field, message) = media_error(s3(json!({"proxyHost": "p", "proxyScheme": "socks5"})));
+        assert_eq!(field, "media.proxyScheme");
+        assert!(message.contains("\"http\" or \"https\""), "{message}");
+    }
+
+    #[test]
+    fn error_proxy_port() {
+        for bad in [
+            json!(0),
+            json!(70000),
+            json!(-1),
+            json!(80.5),
+            json!("abc"),
+            json!(true),
+        ] {
+            let (field, message) = media_error(s3(json!({"proxyHost": "p", "proxyPort": bad})));
+            assert_eq!(field, "media.proxyPort");
+            assert!(message.contains("1 to 65535"), "{message}");
+        }
+    }
+
+    #[test]
+    fn error_proxy_port_without_host() {
+        let (field, message) = media_error(s3(json!({"proxyPort": 8080})));
+        assert_eq!(field, "media.proxyPort");
+        assert!(message.contains("\"proxyHost\""), "{message}");
+    }
+
+    #[test]
+    fn error_proxy_user_without_password() {
+        let (field, message) = media_error(s3(json!({"proxyHost": "p", "proxyUserName": "u"})));
+        assert_eq!(field, "media.proxyPassword");
+        assert!(message.contains("give both or neither"), "{message}");
+    }
+
+    #[test]
+    fn error_proxy_password_without_user() {
+        let (field, message) =
+            media_error(s3(json!({"proxyHost": "p", "proxyPassword": "TOPSECRET"})));
+        assert_eq!(field, "media.proxyUserName");
+        assert!(message.contains("give both or neither"), "{message}");
+        assert!(!message.contains("TOPSECRET"));
+    }
+
+    #[test]
+    fn error_ca_file_not_readable() {
+        let dir = tempfile::tempdir().unwrap();
+        for bad in [
+            dir.path().join("missing.pem"),
+            dir.path().to_path_buf(), // a folder, not a file
+        ] {
+            let (field, message) = media_error(s3(json!({"caFile": bad.to_str().unwrap()})));
+            assert_eq!(field, "media.caFile");
+            assert!(message.contains("not a readable file"), "{message}");
+        }
+        // A stored mapping is read back even when the file went away.
+        let stored = json!({"media": s3(json!({"caFile": "/nonexistent/ca.pem"}))});
+        assert!(Mapping::parse_stored(&stored).is_ok());
+    }
+
+    #[test]
+    fn error_ca_path_not_readable() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("file.pem");
+        std::fs::write(&file, "x").unwrap();
+        for bad in [dir.path().join("missing"), file] {
+            let (field, message) = media_error(s3(json!({"caPath": bad.to_str().unwrap()})));
+            assert_eq!(field, "media.caPath");
+            assert!(message.contains("not a readable folder"), "{message}");
+        }
+    }
+
+    #[test]
+    fn error_wrong_value_types() {
+        let (field, message) = media_error(s3(json!({"verifySSL": "false"})));
+        assert_eq!(field, "media.verifySSL");
+        assert!(message.contains("must be a boolean"), "{message}");
+        let (field, message) = media_error(s3(json!({"forcePathStyle": 1})));
+        assert_eq!(field, "media.forcePathStyle");
+        assert!(message.contains("must be a boolean"), "{message}");
+        let (field, message) = media_error(s3(json!({"region": ["us-east-1"]})));
+        assert_eq!(field, "media.region");
+        assert!(
+            message.contains("must be a string, not an array"),
+            "{message}"
+        );
+        // A secret of the wrong type is never echoed.
+        let (field, message) = media_error(s3(json!({"accessKeyId": "A", "secretKey": 123456789})));
+        assert_eq!(field, "media.secretKey");
+        assert!(!message.contains("123456789"), "{message}");
+    }
+
+    #[test]
+    fn error_secret_key_without_access_key_id() {
+        let (field, message) = media_error(s3(json!({"secretKey": "SECRETVALUE"})));
+        assert_eq!(field, "media.secretKey");
+        assert!(message.contains("\"accessKeyId\""), "{message}");
+        assert!(!message.contains("SECRETVALUE"));
+        let (field, _) = media_error(s3(json!({"sessionToken": "T"})));
+        assert_eq!(field, "media.sessionToken");
+        let (field, message) = media_error(s3(json!({"accessKeyId": "A"})));
+        assert_eq!(field, "media.secretKey");
+        assert!(message.contains("\"secretKey\""), "{message}");
+    }
+
+    #[test]
+    fn error_endpoint_override() {
+        let (field, message) = media_error(s3(json!({"endpointOverride": "ftp://x"})));
+        assert_eq!(field, "media.endpointOverride");
+        assert!(message.contains("host[:port]"), "{message}");
+    }
+
+    #[test]
+    fn error_file_path_missing_relative_or_wrong_type() {
+        let (field, message) = media_error(json!({"type": "File"}));
+        assert_eq!(field, "media.path");
+        assert!(message.contains("missing \"path\""), "{message}");
+        let (field, message) = media_error(json!("data/x"));
+        assert_eq!(field, "media.path");
+        assert!(message.contains("not absolute"), "{message}");
+        let (field, message) = media_error(json!({"type": "File", "path": 5}));
+        assert_eq!(field, "media.path");
+        assert!(message.contains("must be a string"), "{message}");
+    }
+
+    #[test]
+    fn error_s3_path_with_dot_segments() {
+        let (field, message) = media_error(s3(json!({"path": "/a/../b"})));
+        assert_eq!(field, "media.path");
+        assert!(message.contains("'..'"), "{message}");
+    }
+
+    #[test]
+    fn error_bad_placeholders() {
+        let (field, message) = media_error(json!("/home/%x"));
+        assert_eq!(field, "media.path");
+        assert!(
+            message.contains("'%x'") && message.contains("%%"),
+            "{message}"
+        );
+        let (field, message) = media_error(s3(json!({"path": "/p/100%"})));
+        assert_eq!(field, "media.path");
+        assert!(message.contains("lone '%'"), "{message}");
+    }
+
+    #[test]
+    fn virtual_names() {
+        for bad in ["a/b", ".", "..", "/media", "a\nb"] {
+            let err = Mapping::parse(&json!({ bad: "/data" })).unwrap_err();
+            assert!(
+                matches!(&err, StorageError::InvalidConfig { field, message }
+                    if field == bad && message.contains("one folder name")),
+                "{bad:?}: {err:?}"
+            );
+        }
+        let mixed =
+            Mapping::parse(&json!({"": "/data", "media": "/media", "other": "/o"})).unwrap();
+        assert_eq!(mixed.roots.len(), 3);
+    }
+
+    #[test]
+    fn placeholders_expand() {
+        let mapping = Mapping::parse(&json!({
+            "home": "/home/%u",
+            "dom": "/data/%d/%u/100%%",
+            "full": {"type": "File", "path": "/f/%f"},
+            "s3": s3(json!({"path": "/users/%d/%u/"})),
+        }))
+        .unwrap();
+        assert!(mapping.uses_placeholders());
+        let alice = UserIdentity::from_login("alice@example.com");
+        assert_eq!(
+            alice,
+            UserIdentity {
+                name: "alice".into(),
+                domain: "example.com".into(),
+                full_name: "alice@example.com".into()
+            }
+        );
+        let expanded = mapping.expand(&alice);
+        assert_eq!(expanded.roots["home"].path(), "/home/alice");
+        assert_eq!(expanded.roots["dom"].path(), "/data/example.com/alice/100%");
+        assert_eq!(expanded.roots["full"].path(), "/f/alice@example.com");
+        assert_eq!(expanded.roots["s3"].path(), "users/example.com/alice");
+        assert!(!expanded.uses_placeholders());
+
+        // No domain: %d is empty and the S3 prefix has no empty segment.
+        let bob = UserIdentity::from_login("bob");
+        assert_eq!((bob.name.as_str(), bob.domain.as_str()), ("bob", ""));
+        let expanded = mapping.expand(&bob);
+        assert_eq!(expanded.roots["s3"].path(), "users/bob");
+        assert_eq!(expanded.roots["full"].path(), "/f/bob");
+
+        let windows = UserIdentity::from_login("CORP\\carol");
+        assert_eq!(
+            (windows.name.as_str(), windows.domain.as_str()),
+            ("carol", "CORP")
+        );
+        assert!(!Mapping::parse(&json!({"": "/data"}))
+            .unwrap()
+            .uses_placeholders());
+        assert!(!Mapping::parse(&json!({"": "/data/100%%"}))
+            .unwrap()
+            .uses_placeholders());
+    }
+
+    #[test]
+    fn unsafe_identities_are_refused() {
+        for login in ["../evil", "a/b@x", "..", ".", "ev\nil", "@example.com"] {
+            let user = UserIdentity::from_login(login);
+            assert!(
+                matches!(
+                    user.check_path_safe(),
+                    Err(StorageError::PermissionDenied(_))
+                ),
+                "{login:?}"
+            );
+        }
+        assert!(UserIdentity::from_login("alice@example.com")
+            .check_path_safe()
+            .is_ok());
+    }
+
+    #[test]
+    fn redacted_secrets_are_restored_from_the_stored_mapping() {
+        let stored = Mapping::parse(&json!({"m": s3(json!({
+            "accessKeyId": "A", "secretKey": "REAL", "proxyHost": "p",
+            "proxyUserName": "u", "proxyPassword": "PP"
+        }))}))
+        .unwrap();
+        let mut edited = Mapping::parse(&stored.to_redacted_json()).unwrap();
+        edited.restore_secrets(Some(&stored)).unwrap();
+        assert_eq!(edited, stored);
+        let mut fresh = Mapping::parse(&stored.to_redacted_json()).unwrap();
+        let err = fresh.restore_secrets(None).unwrap_err();
+        assert!(
+            matches!(err, StorageError::InvalidConfig { ref field, .. } if field == "m.secretKey")
+        );
+    }
+
+    #[test]
+    fn secrets_never_in_debug() {
+        let mut c = S3Config::new("b");
+        c.secret_key = Some(Secret("s3cr3t-key".into()));
+        c.session_token = Some(Secret("s3ss10n".into()));
+        c.proxy_password = Some(Secret("pr0xy".into()));
+        let debug = format!("{c:?} {:?}", SandboxConfig::S3(Box::new(c.clone())));
+        for secret in ["s3cr3t-key", "s3ss10n", "pr0xy"] {
+            assert!(!debug.contains(secret), "{debug}");
+        }
+    }
 }
