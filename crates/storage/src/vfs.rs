@@ -613,3 +613,415 @@ impl VirtualFs {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::memory::MemoryBackend;
+    use serde_json::json;
+    use std::collections::HashMap;
+    use std::os::unix::fs::PermissionsExt;
+
+    /// Opens a prepared Memory backend per sandbox path.
+    struct MemoryOpener(HashMap<String, Arc<MemoryBackend>>);
+
+    impl BackendOpener for MemoryOpener {
+        fn open(&self, config: &SandboxConfig) -> StorageResult<Arc<dyn Backend>> {
+            self.0
+                .get(config.path())
+                .map(|b| b.clone() as Arc<dyn Backend>)
+                .ok_or_else(|| StorageError::Backend(format!("no test backend {}", config.path())))
+        }
+    }
+
+    fn memories(paths: &[&str]) -> (MemoryOpener, Vec<Arc<MemoryBackend>>) {
+        let backends: Vec<_> = paths
+            .iter()
+            .map(|_| Arc::new(MemoryBackend::new()))
+            .collect();
+        let map = paths
+            .iter()
+            .zip(&backends)
+            .map(|(p, b)| (p.to_string(), b.clone()))
+            .collect();
+        (MemoryOpener(map), backends)
+    }
+
+    fn alice() -> UserIdentity {
+        UserIdentity::from_login("alice")
+    }
+
+    fn names(listing: &Listing) -> Vec<&str> {
+        listing.entries.iter().map(|e| e.name.as_str()).collect()
+    }
+
+    async fn all_names(vfs: &VirtualFs, path: &str, limit: usize) -> Vec<String> {
+        let mut cursor: Option<String> = None;
+        let mut out = Vec::new();
+        loop {
+            let page = vfs.ls(path, limit, cursor.as_deref()).await.unwrap();
+            assert!(page.entries.len() <= limit);
+            out.extend(page.entries.into_iter().map(|e| e.name));
+            match page.next_cursor {
+                Some(c) => cursor = Some(c),
+                None => return out,
+            }
+        }
+    }
+
+    fn multi() -> (VirtualFs, Vec<Arc<MemoryBackend>>) {
+        let mapping = Mapping::parse(&json!({"media": "/m", "home": "/h", "zeta": "/z"})).unwrap();
+        let (opener, backends) = memories(&["/m", "/h", "/z"]);
+        let vfs = VirtualFs::new(Some(&mapping), &alice(), &opener).unwrap();
+        (vfs, backends)
+    }
+
+    #[tokio::test]
+    async fn several_roots_make_a_virtual_root() {
+        let (vfs, backends) = multi();
+        backends[0].add_file("clips/a.mov", 100, false).unwrap();
+        backends[1].add_file("notes.txt", 5, false).unwrap();
+
+        let roots = vfs.roots();
+        assert_eq!(
+            serde_json::to_value(&roots).unwrap(),
+            json!([
+                {"name": "home", "type": "directory", "sandboxType": "File", "path": "/home"},
+                {"name": "media", "type": "directory", "sandboxType": "File", "path": "/media"},
+                {"name": "zeta", "type": "directory", "sandboxType": "File", "path": "/zeta"},
+            ])
+        );
+        let root = vfs.ls("/", 1000, None).await.unwrap();
+        assert_eq!(names(&root), ["home", "media", "zeta"]);
+        assert!(root.entries.iter().all(|e| e.kind == EntryKind::Directory));
+        assert_eq!(all_names(&vfs, "/", 1).await, ["home", "media", "zeta"]);
+        assert_eq!(all_names(&vfs, "", 2).await, ["home", "media", "zeta"]);
+
+        let media = vfs.ls("/media", 1000, None).await.unwrap();
+        assert_eq!(media.path, "/media");
+        assert_eq!(names(&media), ["clips"]);
+        let clips = vfs.ls("/media/clips/", 1000, None).await.unwrap();
+        assert_eq!(clips.path, "/media/clips");
+        assert_eq!(
+            serde_json::to_value(&clips).unwrap()["entries"][0]
+                .as_object()
+                .unwrap()
+                .keys()
+                .collect::<Vec<_>>(),
+            ["executable", "modificationTime", "name", "size", "type"]
+        );
+        // ls of a file: a page with just that file.
+        let file = vfs.ls("/media/clips/a.mov", 10, None).await.unwrap();
+        assert_eq!(names(&file), ["a.mov"]);
+        assert_eq!(file.entries[0].size, 100);
+
+        let usage = vfs.du("/").await.unwrap();
+        assert_eq!(
+            (usage.total_size, usage.total_files, usage.total_directories),
+            (105, 2, 4)
+        );
+        assert_eq!(vfs.du("/media").await.unwrap().total_directories, 1);
+
+        assert!(matches!(
+            vfs.ls("/nosuch", 10, None).await,
+            Err(StorageError::NotFound(_))
+        ));
+        assert!(matches!(
+            vfs.du("/nosuch").await,
+            Err(StorageError::NotFound(_))
+        ));
+        assert!(matches!(
+            vfs.ls("/media/nosuch", 10, None).await,
+            Err(StorageError::NotFound(m)) if m.contains("/media")
+        ));
+    }
+
+    #[tokio::test]
+    async fn nothing_is_created_or_removed_at_a_virtual_root() {
+        let (vfs, backends) = multi();
+        backends[0].add_file("f", 1, false).unwrap();
+        let denied = |r: StorageResult<()>| matches!(r, Err(StorageError::PermissionDenied(_)));
+        let not_found = |r: StorageResult<()>| matches!(r, Err(StorageError::NotFound(_)));
+        let conflict = |r: StorageResult<()>| matches!(r, Err(StorageError::Conflict(_)));
+
+        assert!(denied(vfs.mkdir("/newtop").await));
+        assert!(denied(vfs.mkdir("/newtop/below").await));
+        assert!(denied(vfs.mk_file("/newfile").await));
+        assert!(not_found(vfs.mk_file("/nosuch/file").await));
+        assert!(conflict(vfs.mk_file("/").await));
+        assert!(conflict(vfs.mk_file("/media").await));
+        vfs.mkdir("/").await.unwrap();
+        vfs.mkdir("/media").await.unwrap();
+        vfs.mkdir("/media/a/b").await.unwrap();
+        vfs.mk_file("/media/a/b/c").await.unwrap();
+        assert!(not_found(vfs.mk_file("/media/x/y").await));
+        assert!(conflict(vfs.mk_file("/media/a/b/c").await));
+
+        assert!(denied(vfs.rm("/", true).await));
+        assert!(denied(vfs.rm("/media", true).await));
+        assert!(not_found(vfs.rm("/nosuch", true).await));
+        assert!(not_found(vfs.rm("/media/nosuch", true).await));
+
+        assert!(denied(vfs.mv("/media", "/films").await));
+        assert!(denied(vfs.mv("/", "/films").await));
+        assert!(denied(vfs.mv("/media/f", "/f").await));
+        assert!(not_found(vfs.mv("/nosuch/f", "/media/g").await));
+        assert!(not_found(vfs.mv("/media/nosuch", "/media/g").await));
+        assert!(not_found(vfs.mv("/media/f", "/nosuch/g").await));
+        assert!(conflict(vfs.mv("/media/f", "/home").await));
+        assert!(conflict(vfs.mv("/media/f", "/").await));
+        let across = vfs.mv("/media/f", "/home/f").await.unwrap_err();
+        assert!(
+            matches!(&across, StorageError::PermissionDenied(m) if m.contains("between two sandboxes")),
+            "{across:?}"
+        );
+        vfs.mv("/media/f", "/media/a/g").await.unwrap();
+        assert!(backends[0]
+            .stat(&RelPath::parse("a/g").unwrap())
+            .await
+            .unwrap()
+            .is_some());
+        assert!(conflict(vfs.rm("/media/a", false).await));
+        vfs.rm("/media/a", true).await.unwrap();
+
+        let (backend, rel) = vfs.resolve("/home/x/y").unwrap();
+        assert_eq!(backend.type_name(), "Memory");
+        assert_eq!(rel.as_str(), "x/y");
+        assert!(matches!(
+            vfs.resolve("/"),
+            Err(StorageError::PermissionDenied(_))
+        ));
+        assert!(matches!(
+            vfs.resolve("/nosuch/x"),
+            Err(StorageError::NotFound(_))
+        ));
+        let (_, rel) = vfs.resolve("/zeta").unwrap();
+        assert!(rel.is_root());
+    }
+
+    #[tokio::test]
+    async fn a_single_root_is_the_users_root() {
+        let mapping = Mapping::parse(&json!({"": "/only"})).unwrap();
+        let (opener, backends) = memories(&["/only"]);
+        let vfs = VirtualFs::new(Some(&mapping), &alice(), &opener).unwrap();
+        assert_eq!(
+            serde_json::to_value(vfs.roots()).unwrap(),
+            json!([{"name": "/", "type": "directory", "sandboxType": "File", "path": "/"}])
+        );
+        vfs.mkdir("/top").await.unwrap();
+        vfs.mk_file("/file").await.unwrap();
+        backends[0].add_file("top/x", 3, false).unwrap();
+        let listing = vfs.ls("/", 10, None).await.unwrap();
+        assert_eq!(listing.path, "/");
+        assert_eq!(names(&listing), ["file", "top"]);
+        let usage = vfs.du("/").await.unwrap();
+        assert_eq!((usage.total_files, usage.total_directories), (2, 1));
+        vfs.mv("/file", "/top/file").await.unwrap();
+        assert!(matches!(
+            vfs.rm("/", true).await,
+            Err(StorageError::PermissionDenied(_))
+        ));
+        assert!(matches!(
+            vfs.ls("/missing", 10, None).await,
+            Err(StorageError::NotFound(m)) if m == "'/missing' does not exist"
+        ));
+        let (_, rel) = vfs.resolve("/").unwrap();
+        assert!(rel.is_root());
+    }
+
+    #[tokio::test]
+    async fn a_root_with_mounts_merges_them_in_order() {
+        let mapping = Mapping::parse(&json!({"": "/base", "m": "/m", "d": "/d"})).unwrap();
+        let (opener, backends) = memories(&["/base", "/m", "/d"]);
+        let vfs = VirtualFs::new(Some(&mapping), &alice(), &opener).unwrap();
+        for name in ["a", "c", "e", "m", "n", "z"] {
+            backends[0].add_file(name, 1, false).unwrap();
+        }
+        backends[1].add_file("inside-m", 10, false).unwrap();
+        assert_eq!(vfs.roots().len(), 1);
+        let expected = ["a", "c", "d", "e", "m", "n", "z"];
+        let full = vfs.ls("/", 1000, None).await.unwrap();
+        assert_eq!(names(&full), expected);
+        assert_eq!(full.next_cursor, None);
+        // "m" is the mounted sandbox, not the base's file of that name.
+        assert_eq!(full.entries[4].kind, EntryKind::Directory);
+        for limit in 1..=8 {
+            assert_eq!(all_names(&vfs, "/", limit).await, expected, "limit {limit}");
+        }
+        assert_eq!(names(&vfs.ls("/m", 10, None).await.unwrap()), ["inside-m"]);
+        let usage = vfs.du("/").await.unwrap();
+        assert_eq!((usage.total_files, usage.total_directories), (7, 2));
+        assert!(matches!(
+            vfs.ls("/", 10, Some("garbage")).await,
+            Err(StorageError::InvalidConfig { field, .. }) if field == "cursor"
+        ));
+        assert!(matches!(
+            vfs.mv("/a", "/m/a").await,
+            Err(StorageError::PermissionDenied(_))
+        ));
+        assert!(matches!(
+            vfs.rm("/m", true).await,
+            Err(StorageError::PermissionDenied(_))
+        ));
+        vfs.mkdir("/newdir").await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn user_paths_cannot_leave_the_sandbox() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("sandbox");
+        std::fs::create_dir(&root).unwrap();
+        std::fs::write(dir.path().join("outside.txt"), b"x").unwrap();
+        let mapping = Mapping::parse(&json!({"": root.to_str().unwrap()})).unwrap();
+        let vfs = VirtualFs::new(Some(&mapping), &alice(), &FileOnlyOpener).unwrap();
+        for bad in [
+            "/..",
+            "../outside.txt",
+            "/a/../../outside.txt",
+            "/./../",
+            "/a\0b",
+            "/\u{1}x",
+        ] {
+            assert!(
+                matches!(
+                    vfs.ls(bad, 10, None).await,
+                    Err(StorageError::PermissionDenied(_))
+                ),
+                "{bad:?}"
+            );
+            assert!(
+                matches!(
+                    vfs.rm(bad, true).await,
+                    Err(StorageError::PermissionDenied(_))
+                ),
+                "{bad:?}"
+            );
+            assert!(matches!(
+                vfs.resolve(bad),
+                Err(StorageError::PermissionDenied(_))
+            ));
+        }
+        // Absolute-looking tricks stay inside: they name folders of the sandbox.
+        for inside in [
+            "//etc",
+            "///etc/passwd",
+            "/%2e%2e/etc",
+            "/..%2f..%2fetc",
+            "\\..\\etc",
+        ] {
+            assert!(
+                matches!(
+                    vfs.ls(inside, 10, None).await,
+                    Err(StorageError::NotFound(_))
+                ),
+                "{inside:?}"
+            );
+        }
+        vfs.mkdir("//etc").await.unwrap();
+        assert!(root.join("etc").is_dir());
+        assert!(matches!(
+            vfs.mv("/etc", "/../etc2").await,
+            Err(StorageError::PermissionDenied(_))
+        ));
+        std::os::unix::fs::symlink("/etc", root.join("link")).unwrap();
+        assert!(matches!(
+            vfs.ls("/link", 10, None).await,
+            Err(StorageError::PermissionDenied(_))
+        ));
+        assert!(matches!(
+            vfs.mk_file("/link/evil").await,
+            Err(StorageError::PermissionDenied(_))
+        ));
+        assert_eq!(names(&vfs.ls("/", 10, None).await.unwrap()), ["etc"]);
+    }
+
+    #[tokio::test]
+    async fn no_mapping_is_the_whole_file_system() {
+        let vfs = VirtualFs::new(None, &alice(), &FileOnlyOpener).unwrap();
+        assert_eq!(
+            serde_json::to_value(vfs.roots()).unwrap(),
+            json!([{"name": "/", "type": "directory", "sandboxType": "File", "path": "/"}])
+        );
+        let tmp = tempfile::tempdir().unwrap();
+        std::fs::write(tmp.path().join("f"), b"abc").unwrap();
+        let listing = vfs
+            .ls(tmp.path().to_str().unwrap(), 10, None)
+            .await
+            .unwrap();
+        assert_eq!(names(&listing), ["f"]);
+    }
+
+    #[tokio::test]
+    async fn placeholder_folders_are_created_owner_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let base = dir.path().to_str().unwrap();
+        let mapping = Mapping::parse(&json!({
+            "": format!("{base}/homes/%u"),
+            "shared": format!("{base}/shared"),
+        }))
+        .unwrap();
+        std::fs::create_dir(dir.path().join("homes")).unwrap();
+        std::fs::create_dir(dir.path().join("shared")).unwrap();
+        let user = UserIdentity::from_login("alice@example.com");
+        let vfs = VirtualFs::new(Some(&mapping), &user, &FileOnlyOpener).unwrap();
+        let home = dir.path().join("homes/alice");
+        assert!(home.is_dir());
+        let mode = std::fs::metadata(&home).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o700);
+        vfs.mk_file("/hello").await.unwrap();
+        assert!(home.join("hello").is_file());
+        // A second login finds the folder and leaves it alone.
+        VirtualFs::new(Some(&mapping), &user, &FileOnlyOpener).unwrap();
+        assert!(home.join("hello").is_file());
+
+        // Names that are no single folder name are refused before anything is created.
+        let evil = UserIdentity::from_login("../../etc");
+        assert!(matches!(
+            VirtualFs::new(Some(&mapping), &evil, &FileOnlyOpener),
+            Err(StorageError::PermissionDenied(_))
+        ));
+
+        // The part before the placeholder must exist: a typo does not create folders.
+        let typo = Mapping::parse(&json!({"": format!("{base}/hmoes/%u")})).unwrap();
+        assert!(matches!(
+            VirtualFs::new(Some(&typo), &user, &FileOnlyOpener),
+            Err(StorageError::Backend(m)) if m.contains("hmoes")
+        ));
+        assert!(!dir.path().join("hmoes").exists());
+    }
+
+    /// The server runs these futures on a multi-threaded runtime: they must be `Send`.
+    #[test]
+    fn futures_are_send() {
+        fn assert_send<T: Send>(_: &T) {}
+        let (vfs, _) = multi();
+        assert_send(&vfs.ls("/", 10, None));
+        assert_send(&vfs.du("/"));
+        assert_send(&vfs.mkdir("/media/x"));
+        assert_send(&vfs.mk_file("/media/x"));
+        assert_send(&vfs.mv("/media/x", "/media/y"));
+        assert_send(&vfs.rm("/media/x", true));
+        fn assert_sync<T: Send + Sync>() {}
+        assert_sync::<VirtualFs>();
+    }
+
+    #[test]
+    fn file_only_opener_refuses_s3() {
+        let mapping = Mapping::parse(&json!({"": {"type": "S3", "bucketName": "b"}})).unwrap();
+        assert!(VirtualFs::new(Some(&mapping), &alice(), &FileOnlyOpener).is_err());
+    }
+
+    #[test]
+    fn merged_cursor_round_trips() {
+        let cursor = MergedCursor {
+            backend: Some("token/with \"quotes\"".into()),
+            skip: 3,
+            mounts: 1,
+            page: 1000,
+        };
+        assert_eq!(MergedCursor::decode(&cursor.encode()).unwrap(), cursor);
+        for bad in ["", "m:", "m:zz", "m:7b", "x:00"] {
+            assert!(MergedCursor::decode(bad).is_err(), "{bad}");
+        }
+    }
+}
