@@ -20,5 +20,9 @@ pub mod path;
 pub mod vfs;
 
 pub use backend::{Backend, Entry, EntryKind, Page, Usage};
+pub use config::{Mapping, SandboxConfig, UserIdentity};
 pub use error::{StorageError, StorageResult};
+pub use file::FileBackend;
+pub use memory::MemoryBackend;
 pub use path::RelPath;
+pub use vfs::{BackendOpener, FileOnlyOpener, Listing, RootInfo, VirtualFs};
