@@ -271,7 +271,7 @@ impl Iterator for DirNames {
             // SAFETY: errno is thread-local; clearing it tells end-of-stream from an error.
             unsafe { *libc::__errno_location() = 0 };
             // SAFETY: `self.dir` is a valid open stream (closed only in Drop).
-            let entry = unsafe { libc::readdir64(self.dir) };
+            let entry = unsafe { libc::readdir(self.dir) };
             if entry.is_null() {
                 let err = io::Error::last_os_error();
                 return match err.raw_os_error() {
@@ -509,7 +509,7 @@ impl Fs {
         let mut after = cursor;
         loop {
             let wanted = limit - entries.len();
-            let names = smallest_names_after(&dir_fd, after.as_deref(), wanted + 1)
+            let names = smallest_names_after(&dir_fd, after.as_deref(), wanted.saturating_add(1))
                 .map_err(|e| os_error(e, dir))?;
             let more = names.len() > wanted;
             for name in names.into_iter().take(wanted) {
@@ -838,7 +838,8 @@ fn smallest_names_after(
     after: Option<&str>,
     count: usize,
 ) -> io::Result<Vec<String>> {
-    let mut heap: BinaryHeap<String> = BinaryHeap::with_capacity(count + 1);
+    // `count` comes from the user: reserve for a typical page, grow only as names arrive.
+    let mut heap: BinaryHeap<String> = BinaryHeap::with_capacity(count.min(1024));
     for name in DirNames::new(fd)? {
         let name = name?;
         let Some(name) = listable_name(&name) else {
@@ -1063,6 +1064,8 @@ mod tests {
                 }
             }
             assert_eq!(sizes, [1000, 1000, 500]);
+            let whole = b.list(&p("big"), usize::MAX, None).await.unwrap();
+            assert_eq!((whole.entries.len(), whole.next_cursor), (2500, None));
             let expected: Vec<String> = (0..2500).map(|i| format!("f{i:05}")).collect();
             assert_eq!(all, expected);
             let usage = b.usage(&p("big")).await.unwrap();

@@ -23,6 +23,10 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
+/// The most entries one `ls` page returns, whatever `limit` asks for (the rest follows through
+/// `nextCursor`). Bounds the memory one request can make the server use.
+pub const MAX_LIST_LIMIT: usize = 100_000;
+
 /// Makes the backend of one sandbox. The server supplies one that dispatches File sandboxes
 /// to [`FileBackend`] and S3 sandboxes to the `slipstream-s3` crate. Opening is synchronous
 /// and cheap: a backend connects lazily, on its first operation.
@@ -364,14 +368,15 @@ impl VirtualFs {
     }
 
     /// One page of the folder `path` (a file gives a page holding just that file).
-    /// `limit` 0 counts as 1; `cursor` is the `next_cursor` of the previous page.
+    /// `limit` is clamped to `1..=`[`MAX_LIST_LIMIT`]; `cursor` is the `next_cursor` of the
+    /// previous page of the same path.
     pub async fn ls(
         &self,
         path: &str,
         limit: usize,
         cursor: Option<&str>,
     ) -> StorageResult<Listing> {
-        let limit = limit.max(1);
+        let limit = limit.clamp(1, MAX_LIST_LIMIT);
         let path = RelPath::parse(path)?;
         let shown = path.to_string();
         let (root, rel) = match self.locate(&path) {
@@ -441,7 +446,7 @@ impl VirtualFs {
                 ..MergedCursor::default()
             },
         };
-        let page_size = state.page.max(1);
+        let page_size = state.page.clamp(1, MAX_LIST_LIMIT);
         let mounts: Vec<&String> = self.mounts.keys().collect();
         let mut entries = Vec::new();
         loop {
@@ -933,6 +938,12 @@ mod tests {
             Err(StorageError::PermissionDenied(_))
         ));
         assert_eq!(names(&vfs.ls("/", 10, None).await.unwrap()), ["etc"]);
+        // A huge limit is clamped, not allocated.
+        assert_eq!(
+            names(&vfs.ls("/", usize::MAX, None).await.unwrap()),
+            ["etc"]
+        );
+        assert_eq!(names(&vfs.ls("/", 0, None).await.unwrap()), ["etc"]);
     }
 
     #[tokio::test]
