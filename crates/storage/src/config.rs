@@ -357,7 +357,7 @@ pub(crate) fn expand_placeholders(path: &str, user: &UserIdentity) -> String {
 }
 
 /// Checks that every `%` in `path` starts a known placeholder.
-fn check_placeholders(path: &str, field: &str) -> StorageResult<()> {
+fn check_placeholders(path: &str, field: &str, label: &str) -> StorageResult<()> {
     let mut chars = path.chars();
     while let Some(c) = chars.next() {
         if c == '%' {
@@ -367,15 +367,18 @@ fn check_placeholders(path: &str, field: &str) -> StorageResult<()> {
                     return Err(StorageError::config(
                         field,
                         format!(
-                            "{field}: unknown placeholder '%{other}' in '{path}': use %u (user \
-                             name), %d (domain), %f (full user name) or %% (a literal %)"
+                            "{label}: unknown placeholder '%{other}' in \"path\" '{path}': use \
+                             %u (user name), %d (domain), %f (full user name) or %% (a literal %)"
                         ),
                     ))
                 }
                 None => {
                     return Err(StorageError::config(
                         field,
-                        format!("{field}: '{path}' ends with a lone '%': write %% for a literal %"),
+                        format!(
+                            "{label}: \"path\" '{path}' ends with a lone '%': write %% for a \
+                             literal %"
+                        ),
                     ))
                 }
             }
@@ -385,7 +388,7 @@ fn check_placeholders(path: &str, field: &str) -> StorageResult<()> {
 }
 
 /// Normalises an S3 prefix: no outer slashes, no empty segments. `.` and `..` are refused.
-fn normalise_prefix(path: &str, field: &str) -> StorageResult<String> {
+fn normalise_prefix(path: &str, field: &str, label: &str) -> StorageResult<String> {
     let mut segments = Vec::new();
     for segment in path.split('/') {
         match segment {
@@ -394,8 +397,8 @@ fn normalise_prefix(path: &str, field: &str) -> StorageResult<String> {
                 return Err(StorageError::config(
                     field,
                     format!(
-                        "{field}: '{path}' has a '{segment}' segment; S3 prefixes must not \
-                         hold '.' or '..' (such keys are ignored)"
+                        "{label}: \"path\" '{path}' has a '{segment}' segment; S3 prefixes \
+                         must not hold '.' or '..' (such keys are ignored)"
                     ),
                 ))
             }
@@ -714,9 +717,10 @@ fn parse_sandbox(name: &str, value: &Value, mode: ParseMode) -> StorageResult<Sa
             ));
         }
     }
+    let typed_label = format!("{label} ({kind})");
     let keys = Keys {
         name,
-        label: &label,
+        label: &typed_label,
         object,
     };
     if kind == "File" {
@@ -748,7 +752,7 @@ fn parse_file_path(path: &str, field: &str, label: &str) -> StorageResult<FileCo
             format!("{label} (File): path must not contain NUL"),
         ));
     }
-    check_placeholders(path, field)?;
+    check_placeholders(path, field, label)?;
     Ok(FileConfig {
         path: path.to_string(),
     })
@@ -851,7 +855,7 @@ fn parse_s3(keys: &Keys<'_>, mode: ParseMode) -> StorageResult<S3Config> {
     config.bucket_name = keys.string("bucketName")?.ok_or_else(|| {
         keys.error(
             "bucketName",
-            "(S3) missing \"bucketName\": name the bucket (it must already exist)",
+            "missing \"bucketName\": name the bucket (it must already exist)",
         )
     })?;
     if config.bucket_name.contains('/') || config.bucket_name.trim() != config.bucket_name {
@@ -866,9 +870,8 @@ fn parse_s3(keys: &Keys<'_>, mode: ParseMode) -> StorageResult<S3Config> {
     }
     if let Some(path) = keys.string("path")? {
         let field = keys.field("path");
-        check_placeholders(&path, &field)?;
-        config.path = normalise_prefix(&path, &field)
-            .map_err(|e| StorageError::config(&field, format!("{label}: {e}")))?;
+        check_placeholders(&path, &field, label)?;
+        config.path = normalise_prefix(&path, &field, label)?;
     }
     if let Some(region) = keys.string("region")? {
         config.region = region;
