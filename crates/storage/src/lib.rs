@@ -3,7 +3,7 @@
 //! The layers, bottom up:
 //! - [`backend`]: the [`Backend`] trait every storage type implements, over paths relative to
 //!   the sandbox root ([`RelPath`]), plus the shared entry and error types.
-//! - [`file`]: the File sandbox type (the S3 type lives in the `slipstream-s3` crate, so that
+//! - [`file`](mod@file): the File sandbox type (the S3 type lives in the `slipstream-s3` crate, so that
 //!   this crate builds without the AWS SDK).
 //! - [`memory`]: an in-memory backend with the File semantics, for tests.
 //! - [`config`]: sandbox mappings as users write them (JSON), validation with errors that name
