@@ -960,6 +960,15 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(names(&listing), ["f"]);
+        let file_path = format!("{}/f", tmp.path().to_str().unwrap());
+        let file = vfs.ls(&file_path, 10, None).await.unwrap();
+        assert_eq!(names(&file), ["f"]);
+        assert_eq!(file.entries[0].size, 3);
+        let shape = serde_json::to_value(&file).unwrap();
+        assert_eq!(shape["path"], file_path);
+        assert_eq!(shape["nextCursor"], serde_json::Value::Null);
+        assert_eq!(shape["entries"][0]["type"], "file");
+        assert!(shape["entries"][0]["modificationTime"].is_i64());
     }
 
     #[tokio::test]
