@@ -187,13 +187,13 @@ impl S3Backend {
         }
     }
 
-    /// Like [`walk`](Self::walk) with an async visitor (one page at a time).
-    async fn walk_pages(
+    /// One page (up to 1,000) of the keys under `prefix`, no delimiter, and the next token.
+    async fn keys_page(
         &self,
         prefix: &str,
-        mut token: Option<String>,
+        token: Option<String>,
     ) -> StorageResult<(Vec<Listed>, Option<String>)> {
-        let page = self.list_page(prefix, false, PAGE, token.take()).await?;
+        let page = self.list_page(prefix, false, PAGE, token).await?;
         Ok((listed(&page), next_token(&page)))
     }
 
@@ -374,6 +374,36 @@ impl S3Backend {
         Ok(())
     }
 
+    /// Deletes the folder entries still listed under `prefix` after its keys were deleted,
+    /// deepest first, then `prefix` itself. Some stores (SeaweedFS) keep a directory after its
+    /// last key is gone and list it as a CommonPrefix; on AWS this finds nothing.
+    async fn sweep(&self, prefix: &str) -> StorageResult<()> {
+        let mut stack = vec![(prefix.to_string(), false)];
+        while let Some((dir, expanded)) = stack.pop() {
+            if expanded {
+                self.delete_key(&dir).await?;
+                continue;
+            }
+            stack.push((dir.clone(), true));
+            let mut token = None;
+            loop {
+                let page = self.list_page(&dir, true, PAGE, token).await?;
+                for common in page.common_prefixes() {
+                    if let Some(sub) = common.prefix() {
+                        if sub.len() > dir.len() && sub.starts_with(dir.as_str()) {
+                            stack.push((sub.to_string(), false));
+                        }
+                    }
+                }
+                token = next_token(&page);
+                if token.is_none() {
+                    break;
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// `NotFound` unless `dir` is an existing folder (`Conflict` if it is a file).
     async fn require_folder(&self, dir: &RelPath) -> StorageResult<()> {
         match self.stat(dir).await? {
@@ -482,16 +512,23 @@ impl Backend for S3Backend {
                 executable: false,
             }));
         }
-        let prefix = self.keys.dir_prefix(path);
-        if self.any_under(&prefix).await? {
-            let modified = self.head(&prefix).await?.and_then(|h| h.modified);
-            return Ok(Some(Entry {
+        let folder = |modified| {
+            Some(Entry {
                 name: path.name().to_string(),
                 kind: EntryKind::Directory,
                 size: 0,
                 modification_time: modified,
                 executable: false,
-            }));
+            })
+        };
+        let prefix = self.keys.dir_prefix(path);
+        // A marker (or, on SeaweedFS, any directory the store still lists)...
+        if let Some(marker) = self.head(&prefix).await? {
+            return Ok(folder(marker.modified));
+        }
+        // ...or any key below: an implicit folder.
+        if self.any_under(&prefix).await? {
+            return Ok(folder(None));
         }
         Ok(None)
     }
@@ -686,14 +723,20 @@ impl Backend for S3Backend {
             // before it are deleted.
             let mut token = None;
             loop {
-                let (objects, next) = self.walk_pages(&src, token).await?;
+                let (objects, next) = self.keys_page(&src, token).await?;
                 let mut done = Vec::with_capacity(objects.len());
                 for object in objects {
                     let Some(rel) = object.key.strip_prefix(src.as_str()) else {
                         continue;
                     };
                     let target = format!("{dst}{rel}");
-                    self.copy_object(&object.key, &target, object.size).await?;
+                    if object.key.ends_with('/') && object.size == 0 {
+                        // A folder marker: write a new one (SeaweedFS cannot copy its
+                        // directories, and a marker has no content to keep).
+                        self.put_empty(&target).await?;
+                    } else {
+                        self.copy_object(&object.key, &target, object.size).await?;
+                    }
                     done.push(object.key);
                 }
                 self.delete_batch(done).await?;
@@ -702,8 +745,11 @@ impl Backend for S3Backend {
                     break;
                 }
             }
-            // An implicit (marker-less) folder with nothing in it cannot exist; a moved empty
-            // folder with a marker arrives as its marker.
+            self.sweep(&src).await?;
+            // A folder with no keys at all (a store-side empty directory) still arrives.
+            if !self.any_under(&dst).await? {
+                self.put_empty(&dst).await?;
+            }
         }
         self.keep_folder(&from.parent()).await
     }
@@ -740,7 +786,7 @@ impl Backend for S3Backend {
         }
         let mut token = None;
         loop {
-            let (objects, next) = self.walk_pages(&prefix, token).await?;
+            let (objects, next) = self.keys_page(&prefix, token).await?;
             self.delete_batch(objects.into_iter().map(|o| o.key).collect())
                 .await?;
             token = next;
@@ -748,6 +794,7 @@ impl Backend for S3Backend {
                 break;
             }
         }
+        self.sweep(&prefix).await?;
         self.keep_folder(&path.parent()).await
     }
 }
