@@ -1,0 +1,209 @@
+//! Test harness: real `slipstream server` processes on free ports with their own state dirs,
+//! users made with the real `slipstream user` command, and API clients for them.
+#![allow(dead_code)]
+
+use serde_json::Value;
+use slipstream_client::{ApiClient, Auth, ClientError, Trust};
+use std::io::Write;
+use std::net::{TcpListener, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// The binary under test.
+pub fn binary() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_slipstream"))
+}
+
+/// A TCP port that was free a moment ago (also free for UDP, so it can serve as the recv port).
+pub fn free_port() -> u16 {
+    loop {
+        let tcp = TcpListener::bind("127.0.0.1:0").expect("bind a free TCP port");
+        let port = tcp.local_addr().expect("local address").port();
+        if UdpSocket::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+}
+
+/// Runs `slipstream user ...` on a state dir, feeding `stdin`.
+pub fn user_command(state_dir: &Path, args: &[&str], stdin: &str) -> Output {
+    let mut child = Command::new(binary())
+        .arg("user")
+        .args(args)
+        .arg("--persistent-state-dir")
+        .arg(state_dir)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run slipstream user");
+    child
+        .stdin
+        .take()
+        .expect("stdin is piped")
+        .write_all(stdin.as_bytes())
+        .expect("write the password");
+    child.wait_with_output().expect("slipstream user finishes")
+}
+
+/// Adds a user with `slipstream user add NAME --password-stdin`.
+pub fn add_user(state_dir: &Path, name: &str, password: &str, superuser: bool) {
+    let mut args = vec!["add", name, "--password-stdin"];
+    if superuser {
+        args.push("--superuser");
+    }
+    let output = user_command(state_dir, &args, &format!("{password}\n"));
+    assert!(
+        output.status.success(),
+        "user add failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+/// True if `getServerInfo` answers. Runs on its own thread and runtime, so that it works
+/// from synchronous code and from inside async tests alike.
+fn answers(client: ApiClient) -> bool {
+    std::thread::spawn(move || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map(|runtime| {
+                runtime
+                    .block_on(client.call("server.getServerInfo", Value::Null))
+                    .is_ok()
+            })
+            .unwrap_or(false)
+    })
+    .join()
+    .unwrap_or(false)
+}
+
+/// A running server process; stopped with SIGTERM when dropped.
+pub struct TestServer {
+    pub state_dir: PathBuf,
+    pub api_port: u16,
+    pub recv_port: u16,
+    pub log_file: PathBuf,
+    extra_args: Vec<String>,
+    child: Option<Child>,
+    _temp: Option<tempfile::TempDir>,
+}
+
+impl TestServer {
+    /// Starts a server with a new state dir and `extra_args`.
+    pub fn start(extra_args: &[&str]) -> TestServer {
+        let temp = tempfile::tempdir().expect("temp dir");
+        let state_dir = temp.path().join("state");
+        let mut server = TestServer {
+            log_file: temp.path().join("server.log"),
+            state_dir,
+            api_port: free_port(),
+            recv_port: free_port(),
+            extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
+            child: None,
+            _temp: Some(temp),
+        };
+        server.launch();
+        server
+    }
+
+    /// Starts the process (again) with the same state dir and ports, and waits until it answers.
+    pub fn launch(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log_file)
+            .expect("open the server log");
+        let child = Command::new(binary())
+            .arg("server")
+            .arg("--api-host=127.0.0.1")
+            .arg(format!("--api-port={}", self.api_port))
+            .arg(format!("--recv-port={}", self.recv_port))
+            .arg("--persistent-state-dir")
+            .arg(&self.state_dir)
+            .args(&self.extra_args)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start slipstream server");
+        self.child = Some(child);
+        self.wait_ready();
+    }
+
+    fn wait_ready(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if let Some(status) = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
+                panic!("server exited with {status}; log:\n{}", self.log());
+            }
+            if answers(self.client(Trust::Insecure)) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("server did not answer within 30 s; log:\n{}", self.log());
+    }
+
+    /// The server's log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log_file).unwrap_or_default()
+    }
+
+    /// A client with no credentials.
+    pub fn client(&self, trust: Trust) -> ApiClient {
+        ApiClient::new("127.0.0.1", self.api_port, trust).with_timeout(Duration::from_secs(60))
+    }
+
+    /// A client logged in with HTTP Basic.
+    pub fn basic(&self, user: &str, password: &str) -> ApiClient {
+        self.client(Trust::Insecure).with_auth(Auth::Basic {
+            user: user.into(),
+            password: password.into(),
+        })
+    }
+
+    /// Sends SIGTERM and waits for the process; returns its exit status.
+    pub fn stop(&mut self) -> Option<std::process::ExitStatus> {
+        let mut child = self.child.take()?;
+        // SAFETY-free: kill(2) through the libc-free std API is not available for SIGTERM,
+        // so use the `kill` command.
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(child.id().to_string())
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = child.try_wait() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = child.kill();
+        child.wait().ok()
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// The JSON-RPC error of a failed call (panics if the call succeeded or failed otherwise).
+pub fn rpc_error(result: Result<Value, ClientError>) -> slipstream_client::RpcError {
+    match result {
+        Err(ClientError::Rpc(error)) => error,
+        other => panic!("expected a JSON-RPC error, got {other:?}"),
+    }
+}
