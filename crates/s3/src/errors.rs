@@ -116,12 +116,10 @@ pub(crate) fn service_message(f: &ServiceFailure, t: &Target) -> String {
     let detail = f.detail();
     let bucket = &t.bucket;
     let key = t.access_key_id.as_deref().unwrap_or("(server credentials)");
-    if f.status == 407 {
-        return format!(
-            "proxy refused the credentials (407): check proxyUserName/proxyPassword ({} at {})",
-            detail,
-            t.proxy.as_deref().unwrap_or("the proxy")
-        );
+    // 407 is the standard answer; some proxies (tinyproxy) answer 401 to wrong credentials.
+    // S3 itself never answers 401 without an error code.
+    if f.status == 407 || (f.status == 401 && f.code.is_none() && t.proxy.is_some()) {
+        return proxy_credentials_message(f.status, t, &detail);
     }
     let code = f.code.as_deref().unwrap_or("");
     match code {
@@ -170,6 +168,14 @@ pub(crate) fn service_message(f: &ServiceFailure, t: &Target) -> String {
     }
 }
 
+/// The proxy turned the credentials down (`status` 407, or 401 from some proxies).
+pub(crate) fn proxy_credentials_message(status: u16, t: &Target, detail: &str) -> String {
+    format!(
+        "proxy refused the credentials ({status}): check proxyUserName/proxyPassword ({} answered {detail})",
+        t.proxy.as_deref().unwrap_or("the proxy")
+    )
+}
+
 /// Wrong region: name the right one when the answer tells it.
 fn region_message(f: &ServiceFailure, t: &Target, detail: &str) -> String {
     match &f.bucket_region {
@@ -194,14 +200,12 @@ fn transport_message(err: &(dyn Error + 'static), timeout: bool, t: &Target) -> 
     }
     let lower = text.to_ascii_lowercase();
     if lower.contains("proxy authorization required") {
-        return format!(
-            "proxy refused the credentials (407): check proxyUserName/proxyPassword ({} refused CONNECT to {endpoint})",
-            t.proxy.as_deref().unwrap_or("the proxy")
-        );
+        return proxy_credentials_message(407, t, &format!("CONNECT to {endpoint} with 407"));
     }
     if lower.contains("tunnel error: unsuccessful") {
         return format!(
-            "proxy {} refused to open a tunnel to {endpoint}: check the proxy's rules for this host and port ({text})",
+            "proxy {} refused to open a tunnel to {endpoint}: check proxyUserName/proxyPassword \
+             and that the proxy allows CONNECT to this host and port ({text})",
             t.proxy.as_deref().unwrap_or("")
         );
     }

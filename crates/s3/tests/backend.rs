@@ -33,7 +33,10 @@ async fn folder_semantics_mkdir_ls_du_mv_rm() {
     let b = S3Backend::new(&cfg).unwrap();
 
     // The root exists with nothing in it (no marker, no keys).
-    assert_eq!(b.stat(&RelPath::root()).await.unwrap().unwrap().kind, EntryKind::Directory);
+    assert_eq!(
+        b.stat(&RelPath::root()).await.unwrap().unwrap().kind,
+        EntryKind::Directory
+    );
     assert!(names(&b, "/").await.is_empty());
     assert_eq!(b.usage(&RelPath::root()).await.unwrap().total_files, 0);
 
@@ -54,39 +57,104 @@ async fn folder_semantics_mkdir_ls_du_mv_rm() {
     let st = b.stat(&p("a/b/data.bin")).await.unwrap().unwrap();
     assert_eq!((st.kind, st.size), (EntryKind::File, 100));
     assert!(st.modification_time.unwrap() > 1_600_000_000_000_000);
-    assert!(matches!(b.create_file(&p("a/b/empty.txt")).await, Err(StorageError::Conflict(_))));
-    assert!(matches!(b.create_file(&p("nope/x")).await, Err(StorageError::NotFound(_))));
-    assert!(matches!(b.mkdir(&p("a/b/data.bin/sub")).await, Err(StorageError::Conflict(_))));
-    assert!(matches!(b.create_file(&p("a/b/c")).await, Err(StorageError::Conflict(_))));
-    assert!(matches!(b.list(&p("a/b/data.bin"), 10, None).await, Err(StorageError::Conflict(_))));
-    assert!(matches!(b.list(&p("missing"), 10, None).await, Err(StorageError::NotFound(_))));
-    assert_eq!(names(&b, "a/b").await, [d("c"), f("data.bin"), f("empty.txt")]);
+    assert!(matches!(
+        b.create_file(&p("a/b/empty.txt")).await,
+        Err(StorageError::Conflict(_))
+    ));
+    assert!(matches!(
+        b.create_file(&p("nope/x")).await,
+        Err(StorageError::NotFound(_))
+    ));
+    assert!(matches!(
+        b.mkdir(&p("a/b/data.bin/sub")).await,
+        Err(StorageError::Conflict(_))
+    ));
+    assert!(matches!(
+        b.create_file(&p("a/b/c")).await,
+        Err(StorageError::Conflict(_))
+    ));
+    assert!(matches!(
+        b.list(&p("a/b/data.bin"), 10, None).await,
+        Err(StorageError::Conflict(_))
+    ));
+    assert!(matches!(
+        b.list(&p("missing"), 10, None).await,
+        Err(StorageError::NotFound(_))
+    ));
+    assert_eq!(
+        names(&b, "a/b").await,
+        [d("c"), f("data.bin"), f("empty.txt")]
+    );
 
     // du: files, bytes, folders below (not the folder itself).
     let u = b.usage(&RelPath::root()).await.unwrap();
-    assert_eq!((u.total_files, u.total_size, u.total_directories), (2, 100, 3));
+    assert_eq!(
+        (u.total_files, u.total_size, u.total_directories),
+        (2, 100, 3)
+    );
     let u = b.usage(&p("a/b")).await.unwrap();
-    assert_eq!((u.total_files, u.total_size, u.total_directories), (2, 100, 1));
+    assert_eq!(
+        (u.total_files, u.total_size, u.total_directories),
+        (2, 100, 1)
+    );
     let u = b.usage(&p("a/b/data.bin")).await.unwrap();
-    assert_eq!((u.total_files, u.total_size, u.total_directories), (1, 100, 0));
-    assert!(matches!(b.usage(&p("zzz")).await, Err(StorageError::NotFound(_))));
+    assert_eq!(
+        (u.total_files, u.total_size, u.total_directories),
+        (1, 100, 0)
+    );
+    assert!(matches!(
+        b.usage(&p("zzz")).await,
+        Err(StorageError::NotFound(_))
+    ));
 
     // rm: non-empty without recursive is a conflict; missing is not found; root is refused.
-    assert!(matches!(b.remove(&p("a"), false).await, Err(StorageError::Conflict(_))));
-    assert!(matches!(b.remove(&p("zzz"), true).await, Err(StorageError::NotFound(_))));
-    assert!(matches!(b.remove(&RelPath::root(), true).await, Err(StorageError::PermissionDenied(_))));
+    assert!(matches!(
+        b.remove(&p("a"), false).await,
+        Err(StorageError::Conflict(_))
+    ));
+    assert!(matches!(
+        b.remove(&p("zzz"), true).await,
+        Err(StorageError::NotFound(_))
+    ));
+    assert!(matches!(
+        b.remove(&RelPath::root(), true).await,
+        Err(StorageError::PermissionDenied(_))
+    ));
 
     // mv a file (CopyObject + DeleteObject): content travels.
-    b.rename(&p("a/b/data.bin"), &p("a/moved.bin")).await.unwrap();
+    b.rename(&p("a/b/data.bin"), &p("a/moved.bin"))
+        .await
+        .unwrap();
     assert!(b.stat(&p("a/b/data.bin")).await.unwrap().is_none());
-    let got = raw_client(&s).get_object().bucket(&bucket).key("sandbox/a/moved.bin").send().await.unwrap();
-    assert_eq!(got.body.collect().await.unwrap().into_bytes().as_ref(), &[7u8; 100]);
+    let got = raw_client(&s)
+        .get_object()
+        .bucket(&bucket)
+        .key("sandbox/a/moved.bin")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        got.body.collect().await.unwrap().into_bytes().as_ref(),
+        &[7u8; 100]
+    );
 
     // mv errors.
-    assert!(matches!(b.rename(&p("zzz"), &p("y")).await, Err(StorageError::NotFound(_))));
-    assert!(matches!(b.rename(&p("a/moved.bin"), &p("a/b")).await, Err(StorageError::Conflict(_))));
-    assert!(matches!(b.rename(&p("a/moved.bin"), &p("no/such/x")).await, Err(StorageError::NotFound(_))));
-    assert!(matches!(b.rename(&p("a"), &p("a/b/c/a")).await, Err(StorageError::Conflict(_))));
+    assert!(matches!(
+        b.rename(&p("zzz"), &p("y")).await,
+        Err(StorageError::NotFound(_))
+    ));
+    assert!(matches!(
+        b.rename(&p("a/moved.bin"), &p("a/b")).await,
+        Err(StorageError::Conflict(_))
+    ));
+    assert!(matches!(
+        b.rename(&p("a/moved.bin"), &p("no/such/x")).await,
+        Err(StorageError::NotFound(_))
+    ));
+    assert!(matches!(
+        b.rename(&p("a"), &p("a/b/c/a")).await,
+        Err(StorageError::Conflict(_))
+    ));
 
     // mv a folder: every key below moves; the source's parent stays.
     b.rename(&p("a/b"), &p("x")).await.unwrap();
@@ -103,7 +171,11 @@ async fn folder_semantics_mkdir_ls_du_mv_rm() {
     assert_eq!(names(&b, "a").await, []);
     b.remove(&p("a"), false).await.unwrap();
     assert_eq!(names(&b, "/").await, []);
-    assert!(all_keys(&s, &bucket).await.is_empty(), "{:?}", all_keys(&s, &bucket).await);
+    assert!(
+        all_keys(&s, &bucket).await.is_empty(),
+        "{:?}",
+        all_keys(&s, &bucket).await
+    );
 }
 
 #[tokio::test]
@@ -114,13 +186,19 @@ async fn implicit_folders_without_markers() {
     put(&s, &bucket, "top.txt", b"x").await;
     let b = S3Backend::new(&config(&s, &bucket)).unwrap();
     assert_eq!(names(&b, "/").await, [d("deep"), f("top.txt")]);
-    assert_eq!(b.stat(&p("deep/er")).await.unwrap().unwrap().kind, EntryKind::Directory);
+    assert_eq!(
+        b.stat(&p("deep/er")).await.unwrap().unwrap().kind,
+        EntryKind::Directory
+    );
     b.mkdir(&p("deep/er/new")).await.unwrap();
     b.create_file(&p("deep/f2")).await.unwrap();
     // The parent of a removed last file is kept (a marker is written when needed).
     b.remove(&p("deep/er/file.txt"), false).await.unwrap();
     b.remove(&p("deep/er/new"), false).await.unwrap();
-    assert_eq!(b.stat(&p("deep/er")).await.unwrap().unwrap().kind, EntryKind::Directory);
+    assert_eq!(
+        b.stat(&p("deep/er")).await.unwrap().unwrap().kind,
+        EntryKind::Directory
+    );
     assert_eq!(names(&b, "deep").await, [d("er"), f("f2")]);
     let u = b.usage(&RelPath::root()).await.unwrap();
     assert_eq!((u.total_files, u.total_size), (2, 1));
@@ -146,16 +224,31 @@ async fn path_prefixes_isolate_sandboxes() {
     assert_eq!(names(&b, "/").await, [f("only-b.txt")]);
     assert!(a.stat(&p("only-b.txt")).await.unwrap().is_none());
     assert!(b.stat(&p("only-a.txt")).await.unwrap().is_none());
-    assert!(matches!(b.remove(&p("only-a.txt"), false).await, Err(StorageError::NotFound(_))));
+    assert!(matches!(
+        b.remove(&p("only-a.txt"), false).await,
+        Err(StorageError::NotFound(_))
+    ));
     assert_eq!(a.usage(&RelPath::root()).await.unwrap().total_files, 1);
 
     let mut keys = all_keys(&s, &bucket).await;
     keys.sort();
-    assert_eq!(keys, ["a.txt", "a/dir-a/", "a/only-a.txt", "ab/not-mine.txt", "b/only-b.txt"]);
+    assert_eq!(
+        keys,
+        [
+            "a.txt",
+            "a/dir-a/",
+            "a/only-a.txt",
+            "ab/not-mine.txt",
+            "b/only-b.txt"
+        ]
+    );
 
     // The bucket-root sandbox sees both prefixes as folders.
     let root = S3Backend::new(&config(&s, &bucket)).unwrap();
-    assert_eq!(names(&root, "/").await, [f("a.txt"), d("a"), d("ab"), d("b")]);
+    assert_eq!(
+        names(&root, "/").await,
+        [f("a.txt"), d("a"), d("ab"), d("b")]
+    );
 }
 
 #[tokio::test]
@@ -165,14 +258,26 @@ async fn listing_2500_objects_pages_by_1000() {
     let raw = raw_client(&s);
     // 2,490 files and 10 folders (each with one file) directly in "big/".
     let keys: Vec<String> = (0..2500)
-        .map(|i| if i % 250 == 0 { format!("big/dir{i:04}/inner") } else { format!("big/f{i:04}") })
+        .map(|i| {
+            if i % 250 == 0 {
+                format!("big/dir{i:04}/inner")
+            } else {
+                format!("big/f{i:04}")
+            }
+        })
         .collect();
     futures::stream::iter(keys.iter().cloned())
         .map(|k| {
             let raw = raw.clone();
             let bucket = bucket.clone();
             async move {
-                raw.put_object().bucket(bucket).key(&k).body(b"12".to_vec().into()).send().await.unwrap();
+                raw.put_object()
+                    .bucket(bucket)
+                    .key(&k)
+                    .body(b"12".to_vec().into())
+                    .send()
+                    .await
+                    .unwrap();
             }
         })
         .buffer_unordered(32)
@@ -193,12 +298,21 @@ async fn listing_2500_objects_pages_by_1000() {
     }
     assert_eq!(sizes, [1000, 1000, 500]);
     let mut expected: Vec<(String, EntryKind)> = (0..2500)
-        .map(|i| if i % 250 == 0 { d(&format!("dir{i:04}")) } else { f(&format!("f{i:04}")) })
+        .map(|i| {
+            if i % 250 == 0 {
+                d(&format!("dir{i:04}"))
+            } else {
+                f(&format!("f{i:04}"))
+            }
+        })
         .collect();
     expected.sort_by(|x, y| x.0.cmp(&y.0));
     assert_eq!(all, expected, "nothing lost, duplicated or out of order");
     let u = b.usage(&p("big")).await.unwrap();
-    assert_eq!((u.total_files, u.total_size, u.total_directories), (2500, 5000, 10));
+    assert_eq!(
+        (u.total_files, u.total_size, u.total_directories),
+        (2500, 5000, 10)
+    );
     // A small limit pages too; a foreign cursor is refused.
     let page = b.list(&p("big"), 7, None).await.unwrap();
     assert_eq!(page.entries.len(), 7);
@@ -217,7 +331,15 @@ async fn odd_keys_are_refused_or_normalised_by_seaweedfs_and_never_shown() {
     put(&s, &bucket, "ok.txt", b"x").await;
     let mut stored = Vec::new();
     for key in [".", "..", "a//b", "./x", "../y", "d/./z", "e/../f"] {
-        if raw.put_object().bucket(&bucket).key(key).body(Vec::new().into()).send().await.is_ok() {
+        if raw
+            .put_object()
+            .bucket(&bucket)
+            .key(key)
+            .body(Vec::new().into())
+            .send()
+            .await
+            .is_ok()
+        {
             stored.push(key);
         }
     }

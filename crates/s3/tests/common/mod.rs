@@ -55,7 +55,10 @@ pub fn services() -> Services {
 
 /// `host:port` of a URL like `http://127.0.0.1:18333`.
 pub fn host_port(url: &str) -> String {
-    url.split_once("://").map_or(url, |(_, rest)| rest).trim_end_matches('/').to_string()
+    url.split_once("://")
+        .map_or(url, |(_, rest)| rest)
+        .trim_end_matches('/')
+        .to_string()
 }
 
 /// A config with no endpoint or keys: the base for stub-server tests.
@@ -154,7 +157,11 @@ pub async fn all_keys(s: &Services, bucket: &str) -> Vec<String> {
             .send()
             .await
             .unwrap();
-        keys.extend(out.contents().iter().filter_map(|o| o.key().map(str::to_string)));
+        keys.extend(
+            out.contents()
+                .iter()
+                .filter_map(|o| o.key().map(str::to_string)),
+        );
         token = out.next_continuation_token().map(str::to_string);
         if out.is_truncated() != Some(true) {
             break;
@@ -166,12 +173,24 @@ pub async fn all_keys(s: &Services, bucket: &str) -> Vec<String> {
 /// A one-trick HTTP server: answers every request with `response` (raw HTTP/1.1 bytes) and
 /// closes the connection. Returns `host:port`.
 pub async fn stub(response: String) -> String {
+    stub_with(move |_| response.clone()).await
+}
+
+/// A tiny HTTP server that answers each request with `answer(request head)` (raw HTTP/1.1
+/// bytes) and closes the connection. Returns `host:port`.
+pub async fn stub_with<F>(answer: F) -> String
+where
+    F: Fn(&str) -> String + Send + Sync + 'static,
+{
+    let answer = std::sync::Arc::new(answer);
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {
         loop {
-            let Ok((mut socket, _)) = listener.accept().await else { return };
-            let response = response.clone();
+            let Ok((mut socket, _)) = listener.accept().await else {
+                return;
+            };
+            let answer = answer.clone();
             tokio::spawn(async move {
                 let mut buf = Vec::new();
                 let mut chunk = [0u8; 4096];
@@ -181,6 +200,7 @@ pub async fn stub(response: String) -> String {
                         Ok(n) => buf.extend_from_slice(&chunk[..n]),
                     }
                 }
+                let response = answer(&String::from_utf8_lossy(&buf));
                 let _ = socket.write_all(response.as_bytes()).await;
                 let _ = socket.shutdown().await;
             });
