@@ -1,0 +1,515 @@
+//! Rate control: configured limits (transfer, destination, server), the RTT estimator, the
+//! delay-based adaptive controller and the pacer that spaces datagrams at the chosen rate.
+//!
+//! The controller reacts to growing queueing delay (RTT above the minimum RTT), never to loss, so
+//! random loss does not slow a transfer; it probes upward while delay stays flat.
+
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+/// Rate caps in kbit/s, all optional; the effective cap is the smallest one set.
+///
+/// Names follow the API: `sendRate` (per transfer), `sendRateMax` (per destination) and the
+/// server-wide outgoing limit. The engine computes the server share (e.g. with borrowing).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RateLimits {
+    /// Per-transfer `sendRate`.
+    pub transfer_kbps: Option<u64>,
+    /// Per-destination `sendRateMax`.
+    pub destination_kbps: Option<u64>,
+    /// Server-wide outgoing limit (this transfer's share).
+    pub server_kbps: Option<u64>,
+}
+
+impl RateLimits {
+    /// One cap for the transfer alone.
+    pub fn transfer(kbps: u64) -> Self {
+        RateLimits {
+            transfer_kbps: Some(kbps),
+            ..Self::default()
+        }
+    }
+
+    /// The smallest cap set, in kbit/s, or None when nothing is set.
+    pub fn effective_kbps(&self) -> Option<u64> {
+        [self.transfer_kbps, self.destination_kbps, self.server_kbps]
+            .into_iter()
+            .flatten()
+            .min()
+    }
+}
+
+/// Tuning of the adaptive controller. The defaults suit 1 Mbit/s to 10 Gbit/s paths.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RateControlConfig {
+    /// Adapt to queueing delay. When false the sender sends at the configured cap.
+    pub adaptive: bool,
+    /// Rate at start; None starts at the cap (JetStream-style target rate).
+    pub initial_kbps: Option<u64>,
+    /// Cap used when no limit is configured.
+    pub unlimited_kbps: u64,
+    /// The controller never goes below this.
+    pub min_kbps: u64,
+    /// Standing queueing delay the controller tolerates before backing off.
+    pub target_queue_delay: Duration,
+    /// Shortest time between two decisions (the decision interval is otherwise one smoothed RTT).
+    pub min_decision_interval: Duration,
+    /// Longest time between two decisions.
+    pub max_decision_interval: Duration,
+    /// Relative rate increase per decision while delay is flat (grows with consecutive flat
+    /// decisions up to `max_probe_gain`).
+    pub probe_gain: f64,
+    /// Cap of the accelerated probe gain.
+    pub max_probe_gain: f64,
+    /// The path's minimum RTT is the smallest sample of about this long ago, so a route change
+    /// that lengthens the path is not mistaken for a queue forever.
+    pub min_rtt_window: Duration,
+}
+
+impl Default for RateControlConfig {
+    fn default() -> Self {
+        RateControlConfig {
+            adaptive: true,
+            initial_kbps: None,
+            unlimited_kbps: 10_000_000,
+            min_kbps: 64,
+            target_queue_delay: Duration::from_millis(10),
+            min_decision_interval: Duration::from_millis(10),
+            max_decision_interval: Duration::from_millis(250),
+            probe_gain: 0.01,
+            max_probe_gain: 0.25,
+            min_rtt_window: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Smoothed RTT, variation and minimum, RFC 6298 style.
+#[derive(Debug, Clone)]
+pub struct RttEstimator {
+    smoothed: Duration,
+    variation: Duration,
+    min: Option<Duration>,
+    latest: Option<Duration>,
+}
+
+impl RttEstimator {
+    /// An estimator that reports `initial` until the first sample.
+    pub fn new(initial: Duration) -> Self {
+        RttEstimator {
+            smoothed: initial,
+            variation: initial / 2,
+            min: None,
+            latest: None,
+        }
+    }
+
+    /// Feeds one RTT sample (already corrected for the receiver's ACK delay).
+    pub fn update(&mut self, sample: Duration) {
+        if self.latest.is_none() {
+            self.smoothed = sample;
+            self.variation = sample / 2;
+        } else {
+            let deviation = self.smoothed.abs_diff(sample);
+            self.variation = (self.variation * 3 + deviation) / 4;
+            self.smoothed = (self.smoothed * 7 + sample) / 8;
+        }
+        self.latest = Some(sample);
+        self.min = Some(self.min.map_or(sample, |min| min.min(sample)));
+    }
+
+    /// Smoothed RTT.
+    pub fn smoothed(&self) -> Duration {
+        self.smoothed
+    }
+
+    /// RTT variation.
+    pub fn variation(&self) -> Duration {
+        self.variation
+    }
+
+    /// Smallest sample seen: the path's propagation delay.
+    pub fn min(&self) -> Option<Duration> {
+        self.min
+    }
+
+    /// Most recent sample.
+    pub fn latest(&self) -> Option<Duration> {
+        self.latest
+    }
+}
+
+/// Fraction of the measured bottleneck rate the controller returns to once a queue drained.
+const RESUME_FRACTION: f64 = 0.95;
+/// Up to this multiple of the last measured bottleneck, probing does not accelerate.
+const NEAR_BOTTLENECK: f64 = 1.15;
+
+/// The delay-based adaptive rate controller.
+///
+/// Once per decision interval (about one smoothed RTT) it takes the smallest RTT sample of the
+/// interval (which filters jitter) minus the path's minimum RTT as the standing queueing delay:
+/// - above the target: the bottleneck is saturated, so its rate is what the receiver acknowledged
+///   over the last RTT (the delivery rate). The rate drops below that to drain the excess queue
+///   within about one RTT, then holds for one RTT so the same queue is not punished twice;
+/// - below half the target: if the rate is under 95 % of the last measured bottleneck (a drain
+///   just ended) it goes straight back there; otherwise it probes up by `probe_gain` per
+///   decision, the step doubling every 8 flat decisions in a row (capped at `max_probe_gain`);
+/// - in between: unchanged.
+///
+/// Loss is not an input at all.
+#[derive(Debug, Clone)]
+pub struct RateController {
+    config: RateControlConfig,
+    limit_bps: u64,
+    rate_bps: u64,
+    interval_min_rtt: Option<Duration>,
+    next_decision: Option<Instant>,
+    hold_until: Option<Instant>,
+    flat_decisions: u32,
+    /// Delivery rate measured the last time a standing queue was seen.
+    bottleneck_bps: Option<u64>,
+    path_min_rtt: WindowedMin,
+    /// (time, total bytes acknowledged) at each ACK within the last delivery window.
+    delivery: VecDeque<(Instant, u64)>,
+}
+
+impl RateController {
+    /// A controller starting at the configured initial rate (or the cap).
+    pub fn new(config: RateControlConfig, limits: RateLimits) -> Self {
+        let limit_bps = Self::cap_bps(&config, limits);
+        let min_bps = config.min_kbps.saturating_mul(1000);
+        let rate_bps = config
+            .initial_kbps
+            .map_or(limit_bps, |kbps| kbps.saturating_mul(1000))
+            .clamp(min_bps.min(limit_bps), limit_bps);
+        RateController {
+            config,
+            limit_bps,
+            rate_bps,
+            interval_min_rtt: None,
+            next_decision: None,
+            hold_until: None,
+            flat_decisions: 0,
+            bottleneck_bps: None,
+            path_min_rtt: WindowedMin::default(),
+            delivery: VecDeque::new(),
+        }
+    }
+
+    fn cap_bps(config: &RateControlConfig, limits: RateLimits) -> u64 {
+        limits
+            .effective_kbps()
+            .unwrap_or(config.unlimited_kbps)
+            .saturating_mul(1000)
+            .max(1000)
+    }
+
+    /// Applies new caps at runtime. Lowering the cap lowers the rate at once. Raising it jumps
+    /// to the new cap when the old cap was what held the rate and no path bottleneck is known
+    /// (as at the start of a transfer); otherwise the controller probes up to it.
+    pub fn set_limits(&mut self, limits: RateLimits) {
+        let old_limit = self.limit_bps;
+        self.limit_bps = Self::cap_bps(&self.config, limits);
+        let cap_bound = self.rate_bps >= old_limit && self.bottleneck_bps.is_none();
+        if !self.config.adaptive || (self.limit_bps > old_limit && cap_bound) {
+            self.rate_bps = self.limit_bps;
+        }
+        self.rate_bps = self.rate_bps.min(self.limit_bps);
+    }
+
+    /// Current sending rate in bit/s (datagram bytes, headers included).
+    pub fn rate_bps(&self) -> u64 {
+        self.rate_bps
+    }
+
+    /// Current cap in bit/s.
+    pub fn limit_bps(&self) -> u64 {
+        self.limit_bps
+    }
+
+    /// Feeds an ACK: the RTT sample it yielded (if any) and the running total of bytes acked.
+    pub fn on_ack(
+        &mut self,
+        now: Instant,
+        sample: Option<Duration>,
+        rtt: &RttEstimator,
+        total_acked_bytes: u64,
+    ) {
+        let smoothed = rtt.smoothed();
+        let window = smoothed.clamp(Duration::from_millis(20), Duration::from_secs(1));
+        self.delivery.push_back((now, total_acked_bytes));
+        while let Some(&(oldest, _)) = self.delivery.front() {
+            if now.saturating_duration_since(oldest) > window && self.delivery.len() > 2 {
+                self.delivery.pop_front();
+            } else {
+                break;
+            }
+        }
+        if let Some(sample) = sample {
+            self.interval_min_rtt = Some(self.interval_min_rtt.map_or(sample, |m| m.min(sample)));
+            self.path_min_rtt
+                .update(now, sample, self.config.min_rtt_window / 2);
+        }
+        if !self.config.adaptive {
+            return;
+        }
+        let interval = smoothed.clamp(
+            self.config.min_decision_interval,
+            self.config.max_decision_interval,
+        );
+        let Some(next_decision) = self.next_decision else {
+            // The first decision comes quickly: a start above the bottleneck fills its queue
+            // within the first RTT.
+            self.next_decision = Some(now + self.config.min_decision_interval);
+            return;
+        };
+        if now < next_decision {
+            return;
+        }
+        self.next_decision = Some(now + interval);
+        let (Some(interval_min), Some(path_min)) =
+            (self.interval_min_rtt.take(), self.path_min_rtt.value())
+        else {
+            return;
+        };
+        let queue_delay = interval_min.saturating_sub(path_min);
+        let target = self.config.target_queue_delay;
+        let min_bps = self
+            .config
+            .min_kbps
+            .saturating_mul(1000)
+            .min(self.limit_bps);
+        if queue_delay > target {
+            self.flat_decisions = 0;
+            if self.hold_until.is_some_and(|hold| now < hold) {
+                return;
+            }
+            // A standing queue means the bottleneck is saturated: what gets through is its rate.
+            let delivered = self.delivery_rate_bps();
+            if let Some(delivered) = delivered {
+                self.bottleneck_bps = Some(delivered);
+            }
+            let base = delivered.map_or(self.rate_bps, |d| d.min(self.rate_bps));
+            // Send below it long enough to drain the excess queue in about one RTT.
+            let excess = (queue_delay - target).as_secs_f64();
+            let drain_time = smoothed.max(Duration::from_millis(20)).as_secs_f64();
+            let factor = (1.0 - excess / drain_time).clamp(0.5, 0.95);
+            self.rate_bps = ((base as f64 * factor) as u64).clamp(min_bps, self.limit_bps);
+            self.hold_until = Some(now + smoothed + interval);
+        } else if queue_delay * 2 < target {
+            self.flat_decisions = self.flat_decisions.saturating_add(1);
+            let resume_bps = self
+                .bottleneck_bps
+                .map_or(0, |bottleneck| (bottleneck as f64 * RESUME_FRACTION) as u64);
+            if self.rate_bps < resume_bps {
+                // The queue has drained: go straight back to just under the known bottleneck.
+                self.rate_bps = resume_bps.clamp(min_bps, self.limit_bps);
+                self.flat_decisions = 0;
+            } else {
+                // Probe gently around the known bottleneck. Well above it (or with none known)
+                // double the step every 8 flat decisions in a row: the path gained capacity.
+                let near_bottleneck = self.bottleneck_bps.is_some_and(|bottleneck| {
+                    (self.rate_bps as f64) < bottleneck as f64 * NEAR_BOTTLENECK
+                });
+                if !near_bottleneck {
+                    // So far above the last bottleneck that it no longer describes the path.
+                    self.bottleneck_bps = None;
+                }
+                let doublings = if near_bottleneck {
+                    0
+                } else {
+                    (self.flat_decisions / 8).min(16)
+                };
+                let gain = (self.config.probe_gain * f64::from(1u32 << doublings))
+                    .min(self.config.max_probe_gain);
+                let raised = (self.rate_bps as f64 * (1.0 + gain)) as u64 + 8_000;
+                self.rate_bps = raised.clamp(min_bps, self.limit_bps);
+            }
+        } else {
+            self.flat_decisions = 0;
+        }
+    }
+
+    /// Bytes acknowledged per second over the last window, in bit/s.
+    pub fn delivery_rate_bps(&self) -> Option<u64> {
+        let &(first_time, first_bytes) = self.delivery.front()?;
+        let &(last_time, last_bytes) = self.delivery.back()?;
+        let elapsed = last_time.duration_since(first_time);
+        if elapsed < Duration::from_millis(5) {
+            return None;
+        }
+        Some(((last_bytes - first_bytes) as f64 * 8.0 / elapsed.as_secs_f64()) as u64)
+    }
+}
+
+/// Minimum over a sliding window, kept as the minima of the current and the previous half.
+#[derive(Debug, Clone, Default)]
+struct WindowedMin {
+    current: Option<Duration>,
+    current_started: Option<Instant>,
+    previous: Option<Duration>,
+}
+
+impl WindowedMin {
+    fn update(&mut self, now: Instant, sample: Duration, half_window: Duration) {
+        let expired = self
+            .current_started
+            .is_none_or(|started| now.saturating_duration_since(started) >= half_window);
+        if expired {
+            self.previous = self.current;
+            self.current = Some(sample);
+            self.current_started = Some(now);
+        } else {
+            self.current = Some(self.current.map_or(sample, |current| current.min(sample)));
+        }
+    }
+
+    fn value(&self) -> Option<Duration> {
+        match (self.previous, self.current) {
+            (Some(previous), Some(current)) => Some(previous.min(current)),
+            (previous, current) => previous.or(current),
+        }
+    }
+}
+
+/// Spaces datagrams at a rate, allowing a short burst to catch up after a late wake-up (timer
+/// granularity), but never more.
+#[derive(Debug, Clone)]
+pub struct Pacer {
+    next_send: Instant,
+    max_burst: Duration,
+}
+
+impl Pacer {
+    /// A pacer that may send immediately.
+    pub fn new(now: Instant, max_burst: Duration) -> Self {
+        Pacer {
+            next_send: now,
+            max_burst,
+        }
+    }
+
+    /// When the next datagram may leave.
+    pub fn next_send(&self) -> Instant {
+        self.next_send
+    }
+
+    /// True when a datagram may leave at `now`.
+    pub fn ready(&self, now: Instant) -> bool {
+        now >= self.next_send
+    }
+
+    /// Accounts for a datagram of `bytes` sent at `now` at `rate_bps`.
+    pub fn on_sent(&mut self, now: Instant, bytes: usize, rate_bps: u64) {
+        let earliest = now.checked_sub(self.max_burst).unwrap_or(now);
+        let start = self.next_send.max(earliest);
+        let nanos = (bytes as u128 * 8 * 1_000_000_000) / rate_bps.max(1) as u128;
+        let spacing = Duration::from_nanos(nanos.min(u64::MAX as u128) as u64);
+        self.next_send = start + spacing;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn effective_limit_is_the_smallest() {
+        let limits = RateLimits {
+            transfer_kbps: Some(500_000),
+            destination_kbps: Some(100_000),
+            server_kbps: None,
+        };
+        assert_eq!(limits.effective_kbps(), Some(100_000));
+        assert_eq!(RateLimits::default().effective_kbps(), None);
+    }
+
+    #[test]
+    fn pacer_spaces_and_bounds_bursts() {
+        let start = Instant::now();
+        let mut pacer = Pacer::new(start, Duration::from_millis(1));
+        // 1250 bytes at 10 Mbit/s = 1 ms.
+        pacer.on_sent(start, 1250, 10_000_000);
+        assert_eq!(pacer.next_send(), start + Duration::from_millis(1));
+        // After a long idle, at most 1 ms of credit is kept.
+        let later = start + Duration::from_secs(1);
+        pacer.on_sent(later, 1250, 10_000_000);
+        assert_eq!(pacer.next_send(), later);
+        assert!(pacer.ready(later));
+    }
+
+    #[test]
+    fn rtt_estimator_tracks_min_and_smooths() {
+        let mut rtt = RttEstimator::new(Duration::from_millis(300));
+        rtt.update(Duration::from_millis(100));
+        assert_eq!(rtt.smoothed(), Duration::from_millis(100));
+        rtt.update(Duration::from_millis(180));
+        assert_eq!(rtt.smoothed(), Duration::from_millis(110));
+        assert_eq!(rtt.min(), Some(Duration::from_millis(100)));
+    }
+
+    #[test]
+    fn windowed_min_forgets_old_samples() {
+        let start = Instant::now();
+        let half = Duration::from_secs(5);
+        let mut min = WindowedMin::default();
+        min.update(start, Duration::from_millis(50), half);
+        min.update(
+            start + Duration::from_secs(6),
+            Duration::from_millis(80),
+            half,
+        );
+        assert_eq!(min.value(), Some(Duration::from_millis(50)));
+        min.update(
+            start + Duration::from_secs(12),
+            Duration::from_millis(90),
+            half,
+        );
+        assert_eq!(min.value(), Some(Duration::from_millis(80)));
+    }
+
+    #[test]
+    fn raising_the_cap_jumps_when_the_cap_was_binding() {
+        let mut controller =
+            RateController::new(RateControlConfig::default(), RateLimits::transfer(100_000));
+        controller.set_limits(RateLimits::transfer(10_000));
+        assert_eq!(controller.rate_bps(), 10_000_000);
+        controller.set_limits(RateLimits::transfer(500_000));
+        assert_eq!(controller.rate_bps(), 500_000_000);
+    }
+
+    #[test]
+    fn controller_ignores_loss_and_backs_off_on_delay() {
+        let start = Instant::now();
+        let mut controller =
+            RateController::new(RateControlConfig::default(), RateLimits::transfer(100_000));
+        let mut rtt = RttEstimator::new(Duration::from_millis(50));
+        let mut acked = 0u64;
+        // Flat 50 ms RTT, delivery at 100 Mbit/s: stays at the cap.
+        for step in 0..200u64 {
+            let now = start + Duration::from_millis(step * 5);
+            rtt.update(Duration::from_millis(50));
+            acked += 62_500;
+            controller.on_ack(now, Some(Duration::from_millis(50)), &rtt, acked);
+            assert_eq!(controller.rate_bps(), 100_000_000);
+        }
+        // Queue grows, delivery falls to 50 Mbit/s: within a few RTTs the rate drops below the
+        // delivery rate (to drain the queue), but not recklessly.
+        for step in 200..260u64 {
+            let now = start + Duration::from_millis(step * 5);
+            let sample = Duration::from_millis(80);
+            rtt.update(sample);
+            acked += 31_250;
+            controller.on_ack(now, Some(sample), &rtt, acked);
+        }
+        assert!(
+            controller.rate_bps() < 50_000_000,
+            "{}",
+            controller.rate_bps()
+        );
+        assert!(
+            controller.rate_bps() >= 25_000_000,
+            "{}",
+            controller.rate_bps()
+        );
+    }
+}

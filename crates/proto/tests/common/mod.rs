@@ -1,0 +1,718 @@
+//! Deterministic discrete-event simulator for the protocol tests: a virtual clock, a priority
+//! queue of events, a seeded impaired link in each direction (delay, jitter, loss, reordering,
+//! duplication, corruption, bottleneck rate with a drop-tail queue), an optional attacker that
+//! replays and forges datagrams, and a pattern source / verifying sink that check every byte
+//! without holding the transfer in memory.
+
+#![allow(dead_code)]
+
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use slipstream_proto::{
+    BlockSink, BlockSource, CipherLevel, PacketProtection, RangeSet, RateLimits, Receiver,
+    ReceiverStats, Role, Sender, SenderStats, SinkFull, TransferParams, TransportConfig,
+};
+use std::cmp::Ordering;
+use std::collections::BinaryHeap;
+use std::time::{Duration, Instant};
+
+/// The byte at global offset `offset` of every simulated transfer.
+fn pattern_word(word_index: u64) -> u64 {
+    // splitmix64
+    let mut z = word_index.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+fn pattern_byte(offset: u64) -> u8 {
+    (pattern_word(offset >> 3) >> ((offset & 7) * 8)) as u8
+}
+
+/// Fills `buf` with the pattern bytes of `offset..`.
+pub fn fill_pattern(offset: u64, buf: &mut [u8]) {
+    let mut position = 0usize;
+    let mut cursor = offset;
+    while position < buf.len() && cursor % 8 != 0 {
+        buf[position] = pattern_byte(cursor);
+        position += 1;
+        cursor += 1;
+    }
+    let mut chunks = buf[position..].chunks_exact_mut(8);
+    for chunk in &mut chunks {
+        chunk.copy_from_slice(&pattern_word(cursor >> 3).to_le_bytes());
+        cursor += 8;
+    }
+    for byte in chunks.into_remainder() {
+        *byte = pattern_byte(cursor);
+        cursor += 1;
+    }
+}
+
+/// True when `data` equals the pattern bytes of `offset..`.
+pub fn matches_pattern(offset: u64, data: &[u8]) -> bool {
+    let mut position = 0usize;
+    let mut cursor = offset;
+    while position < data.len() && cursor % 8 != 0 {
+        if data[position] != pattern_byte(cursor) {
+            return false;
+        }
+        position += 1;
+        cursor += 1;
+    }
+    let mut chunks = data[position..].chunks_exact(8);
+    for chunk in &mut chunks {
+        if chunk != pattern_word(cursor >> 3).to_le_bytes() {
+            return false;
+        }
+        cursor += 8;
+    }
+    for &byte in chunks.remainder() {
+        if byte != pattern_byte(cursor) {
+            return false;
+        }
+        cursor += 1;
+    }
+    true
+}
+
+/// Supplies pattern bytes.
+pub struct PatternSource;
+
+impl BlockSource for PatternSource {
+    fn read_block(&mut self, offset: u64, buf: &mut [u8]) -> bool {
+        fill_pattern(offset, buf);
+        true
+    }
+}
+
+/// How fast the simulated sink stores data.
+#[derive(Debug, Clone, Copy)]
+pub enum SinkModel {
+    /// Writes instantly; always offers `window` bytes.
+    Instant { window: u64 },
+    /// Buffers up to `capacity` bytes and drains them at `drain_bps`.
+    Slow { capacity: u64, drain_bps: u64 },
+}
+
+/// Checks every delivered byte against the pattern and that no byte is delivered twice.
+#[derive(Debug)]
+pub struct VerifyingSink {
+    model: SinkModel,
+    pub delivered: RangeSet,
+    pub mismatched_blocks: u64,
+    pub double_deliveries: u64,
+    pub overflows: u64,
+    pub buffered: u64,
+    pub max_buffered: u64,
+    last_drain: Duration,
+}
+
+impl VerifyingSink {
+    pub fn new(model: SinkModel) -> Self {
+        VerifyingSink {
+            model,
+            delivered: RangeSet::new(),
+            mismatched_blocks: 0,
+            double_deliveries: 0,
+            overflows: 0,
+            buffered: 0,
+            max_buffered: 0,
+            last_drain: Duration::ZERO,
+        }
+    }
+
+    /// Advances the drain of a slow sink to virtual time `now`.
+    pub fn drain(&mut self, now: Duration) {
+        if let SinkModel::Slow { drain_bps, .. } = self.model {
+            let elapsed = now.saturating_sub(self.last_drain);
+            let drained = (elapsed.as_secs_f64() * drain_bps as f64 / 8.0) as u64;
+            if drained > 0 {
+                self.buffered -= drained.min(self.buffered);
+                self.last_drain = now;
+            }
+        }
+    }
+}
+
+impl BlockSink for VerifyingSink {
+    fn write_block(&mut self, offset: u64, data: &[u8]) -> Result<(), SinkFull> {
+        if let SinkModel::Slow { capacity, .. } = self.model {
+            if self.buffered + data.len() as u64 > capacity {
+                self.overflows += 1;
+                return Err(SinkFull);
+            }
+            self.buffered += data.len() as u64;
+            self.max_buffered = self.max_buffered.max(self.buffered);
+        }
+        if !matches_pattern(offset, data) {
+            self.mismatched_blocks += 1;
+        }
+        let fresh = self.delivered.insert(offset..offset + data.len() as u64);
+        if fresh != data.len() as u64 {
+            self.double_deliveries += 1;
+        }
+        Ok(())
+    }
+
+    fn available(&self) -> u64 {
+        match self.model {
+            SinkModel::Instant { window } => window,
+            SinkModel::Slow { capacity, .. } => capacity - self.buffered.min(capacity),
+        }
+    }
+}
+
+/// Impairments of one direction of the simulated path.
+#[derive(Debug, Clone)]
+pub struct LinkConfig {
+    /// Fixed one-way propagation delay.
+    pub delay: Duration,
+    /// Extra delay, uniform in `0..jitter`, per datagram (reorders close datagrams).
+    pub jitter: Duration,
+    /// Bernoulli loss probability.
+    pub loss: f64,
+    /// Probability a datagram is delivered twice.
+    pub duplicate: f64,
+    /// Probability a datagram is held back by `reorder_delay`.
+    pub reorder: f64,
+    pub reorder_delay: Duration,
+    /// Probability one random bit of a datagram is flipped.
+    pub corrupt: f64,
+    /// Bottleneck rate in bit/s (datagram bytes), None for unlimited.
+    pub rate_bps: Option<u64>,
+    /// Drop-tail: a datagram that would wait longer than this in the bottleneck queue is dropped.
+    pub buffer: Duration,
+}
+
+impl LinkConfig {
+    pub fn ideal(delay: Duration) -> Self {
+        LinkConfig {
+            delay,
+            jitter: Duration::ZERO,
+            loss: 0.0,
+            duplicate: 0.0,
+            reorder: 0.0,
+            reorder_delay: Duration::ZERO,
+            corrupt: 0.0,
+            rate_bps: None,
+            buffer: Duration::from_millis(100),
+        }
+    }
+}
+
+/// What happened on one link.
+#[derive(Debug, Clone, Default)]
+pub struct LinkStats {
+    pub offered: u64,
+    pub queue_drops: u64,
+    pub random_losses: u64,
+    pub duplicated: u64,
+    pub corrupted: u64,
+    pub max_queue_delay: Duration,
+    /// Per 100 ms bucket of virtual time: (sum of queue delays in µs, datagrams, max in µs).
+    pub queue_buckets: Vec<(u64, u64, u64)>,
+}
+
+impl LinkStats {
+    /// Mean queueing delay over the buckets of `from..to`.
+    pub fn mean_queue_delay(&self, from: Duration, to: Duration) -> Duration {
+        let (sum, count) = self
+            .buckets(from, to)
+            .fold((0, 0), |(s, c), b| (s + b.0, c + b.1));
+        Duration::from_micros(sum.checked_div(count).unwrap_or(0))
+    }
+
+    /// Largest queueing delay over the buckets of `from..to`.
+    pub fn max_queue_delay_between(&self, from: Duration, to: Duration) -> Duration {
+        Duration::from_micros(self.buckets(from, to).map(|b| b.2).max().unwrap_or(0))
+    }
+
+    fn buckets(&self, from: Duration, to: Duration) -> impl Iterator<Item = &(u64, u64, u64)> {
+        let first = (from.as_millis() / 100) as usize;
+        let last = (to.as_millis() / 100) as usize;
+        self.queue_buckets
+            .iter()
+            .enumerate()
+            .filter(move |(index, _)| *index >= first && *index < last)
+            .map(|(_, bucket)| bucket)
+    }
+}
+
+/// A Bernoulli draw that skips the generator when it cannot succeed (rand is unoptimised in
+/// test builds and dominated the simulation's time).
+fn chance(rng: &mut StdRng, probability: f64) -> bool {
+    probability > 0.0 && rng.gen_bool(probability)
+}
+
+struct Link {
+    config: LinkConfig,
+    busy_until: Duration,
+    stats: LinkStats,
+}
+
+impl Link {
+    fn new(config: LinkConfig) -> Self {
+        Link {
+            config,
+            busy_until: Duration::ZERO,
+            stats: LinkStats::default(),
+        }
+    }
+
+    /// Puts a datagram on the link at `now`; returns its arrival copies.
+    fn transmit(
+        &mut self,
+        now: Duration,
+        mut datagram: Vec<u8>,
+        rng: &mut StdRng,
+    ) -> Vec<(Duration, Vec<u8>)> {
+        self.stats.offered += 1;
+        let mut departure = now;
+        if let Some(rate) = self.config.rate_bps {
+            let start = self.busy_until.max(now);
+            let waited = start - now;
+            if waited > self.config.buffer {
+                self.stats.queue_drops += 1;
+                return Vec::new();
+            }
+            self.record_queue_delay(now, waited);
+            let serialization =
+                Duration::from_nanos(datagram.len() as u64 * 8 * 1_000_000_000 / rate);
+            self.busy_until = start + serialization;
+            departure = self.busy_until;
+        }
+        if chance(rng, self.config.loss) {
+            self.stats.random_losses += 1;
+            return Vec::new();
+        }
+        if chance(rng, self.config.corrupt) {
+            self.stats.corrupted += 1;
+            let bit = rng.gen_range(0..datagram.len() * 8);
+            datagram[bit / 8] ^= 1 << (bit % 8);
+        }
+        let copies = if chance(rng, self.config.duplicate) {
+            self.stats.duplicated += 1;
+            2
+        } else {
+            1
+        };
+        let mut arrivals = Vec::with_capacity(copies);
+        for copy in 0..copies {
+            let mut arrival = departure + self.config.delay;
+            if !self.config.jitter.is_zero() {
+                arrival += self.config.jitter.mul_f64(rng.gen::<f64>());
+            }
+            if chance(rng, self.config.reorder) {
+                arrival += self.config.reorder_delay;
+            }
+            let payload = if copy + 1 == copies {
+                std::mem::take(&mut datagram)
+            } else {
+                datagram.clone()
+            };
+            arrivals.push((arrival, payload));
+        }
+        arrivals
+    }
+
+    fn record_queue_delay(&mut self, now: Duration, waited: Duration) {
+        self.stats.max_queue_delay = self.stats.max_queue_delay.max(waited);
+        let bucket = (now.as_millis() / 100) as usize;
+        if self.stats.queue_buckets.len() <= bucket {
+            self.stats.queue_buckets.resize(bucket + 1, (0, 0, 0));
+        }
+        let micros = waited.as_micros() as u64;
+        let entry = &mut self.stats.queue_buckets[bucket];
+        entry.0 += micros;
+        entry.1 += 1;
+        entry.2 = entry.2.max(micros);
+    }
+}
+
+/// An on-path attacker on the sender -> receiver direction.
+#[derive(Debug, Clone, Default)]
+pub struct AttackConfig {
+    /// Probability, per forwarded datagram, of also replaying a recorded older datagram.
+    pub replay: f64,
+    /// Probability, per forwarded datagram, of injecting a forged datagram (valid header of the
+    /// session, fresh packet number, random body).
+    pub forge: f64,
+}
+
+/// One simulated transfer.
+#[derive(Debug, Clone)]
+pub struct SimConfig {
+    pub seed: u64,
+    pub total_len: u64,
+    pub max_datagram_size: usize,
+    pub cipher: CipherLevel,
+    pub limits: RateLimits,
+    pub transport: TransportConfig,
+    pub forward: LinkConfig,
+    pub backward: LinkConfig,
+    pub sink: SinkModel,
+    pub attack: AttackConfig,
+    /// Virtual time after which the simulation gives up.
+    pub time_limit: Duration,
+    /// Rate caps applied to the sender at the given virtual times.
+    pub rate_changes: Vec<(Duration, RateLimits)>,
+}
+
+impl SimConfig {
+    pub fn new(total_len: u64, rate_kbps: u64, one_way: Duration) -> Self {
+        SimConfig {
+            seed: 1,
+            total_len,
+            max_datagram_size: 1472,
+            cipher: CipherLevel::None,
+            limits: RateLimits::transfer(rate_kbps),
+            transport: TransportConfig::default(),
+            forward: LinkConfig::ideal(one_way),
+            backward: LinkConfig::ideal(one_way),
+            sink: SinkModel::Instant { window: 64 << 20 },
+            attack: AttackConfig::default(),
+            time_limit: Duration::from_secs(120),
+            rate_changes: Vec::new(),
+        }
+    }
+}
+
+/// Outcome of a simulated transfer.
+#[derive(Debug)]
+pub struct SimResult {
+    pub params: TransferParams,
+    /// Virtual time at which the sender saw every block acknowledged.
+    pub sender_complete_at: Option<Duration>,
+    /// Virtual time at which the receiver held every block.
+    pub receiver_complete_at: Option<Duration>,
+    pub sender: SenderStats,
+    pub receiver: ReceiverStats,
+    pub forward: LinkStats,
+    pub backward: LinkStats,
+    pub sink: VerifyingSink,
+    /// (virtual time, sender rate in bit/s), sampled every 10 ms.
+    pub rate_samples: Vec<(Duration, u64)>,
+    pub replays_injected: u64,
+    pub forgeries_injected: u64,
+    pub events: u64,
+}
+
+impl SimResult {
+    /// Every byte of `0..total_len` was delivered once and matched the pattern.
+    pub fn assert_data_intact(&self) {
+        assert_eq!(
+            self.sink.mismatched_blocks, 0,
+            "corrupted data reached the sink"
+        );
+        assert_eq!(self.sink.double_deliveries, 0, "a byte was delivered twice");
+        assert_eq!(
+            self.sink.delivered.len(),
+            self.params.total_len,
+            "bytes missing"
+        );
+        if self.params.total_len > 0 {
+            assert_eq!(
+                self.sink.delivered.iter().collect::<Vec<_>>(),
+                vec![0..self.params.total_len]
+            );
+        }
+    }
+
+    /// Goodput in bit/s: transfer bytes over the time until the sender knew it was complete.
+    pub fn goodput_bps(&self) -> f64 {
+        let elapsed = self.sender_complete_at.expect("transfer did not complete");
+        self.params.total_len as f64 * 8.0 / elapsed.as_secs_f64()
+    }
+
+    /// Mean sender rate over samples in `from..to`.
+    pub fn mean_rate_bps(&self, from: Duration, to: Duration) -> f64 {
+        let rates: Vec<u64> = self
+            .rate_samples
+            .iter()
+            .filter(|(time, _)| *time >= from && *time < to)
+            .map(|&(_, rate)| rate)
+            .collect();
+        rates.iter().sum::<u64>() as f64 / rates.len().max(1) as f64
+    }
+
+    pub fn min_rate_bps(&self) -> u64 {
+        self.rate_samples.iter().map(|&(_, r)| r).min().unwrap_or(0)
+    }
+}
+
+#[derive(Debug)]
+enum EventKind {
+    ToReceiver(Vec<u8>),
+    ToSender(Vec<u8>),
+    WakeSender,
+    WakeReceiver,
+    SinkTick,
+    SetRate(RateLimits),
+}
+
+struct Event {
+    time: Duration,
+    sequence: u64,
+    kind: EventKind,
+}
+
+impl PartialEq for Event {
+    fn eq(&self, other: &Self) -> bool {
+        self.time == other.time && self.sequence == other.sequence
+    }
+}
+impl Eq for Event {}
+impl PartialOrd for Event {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for Event {
+    /// Reversed, so the max-heap pops the earliest event first.
+    fn cmp(&self, other: &Self) -> Ordering {
+        (other.time, other.sequence).cmp(&(self.time, self.sequence))
+    }
+}
+
+struct EventQueue {
+    heap: BinaryHeap<Event>,
+    sequence: u64,
+}
+
+impl EventQueue {
+    fn push(&mut self, time: Duration, kind: EventKind) {
+        self.sequence += 1;
+        self.heap.push(Event {
+            time,
+            sequence: self.sequence,
+            kind,
+        });
+    }
+}
+
+const SESSION_ID: u32 = 0x5151;
+const SESSION_KEY: [u8; 32] = *b"simulated session key, 32 bytes!";
+const SINK_TICK: Duration = Duration::from_millis(1);
+
+/// Runs one transfer to completion (or the time limit) in virtual time.
+pub fn run(config: SimConfig) -> SimResult {
+    let base = Instant::now();
+    let mut rng = StdRng::seed_from_u64(config.seed);
+    let block_size =
+        TransferParams::block_size_for_datagram(config.max_datagram_size, config.cipher)
+            .expect("datagram size");
+    let params = TransferParams::new(SESSION_ID, config.total_len, block_size).expect("params");
+    let protection =
+        |role| PacketProtection::new(config.cipher, &SESSION_KEY, SESSION_ID, role).expect("keys");
+    let mut sender = Sender::new(
+        params,
+        config.transport.clone(),
+        config.limits,
+        protection(Role::Sender),
+        base,
+    );
+    let mut receiver = Receiver::new(
+        params,
+        config.transport.clone(),
+        protection(Role::Receiver),
+        base,
+    );
+    let mut sink = VerifyingSink::new(config.sink);
+    let mut source = PatternSource;
+    let mut forward = Link::new(config.forward.clone());
+    let mut backward = Link::new(config.backward.clone());
+    let mut queue = EventQueue {
+        heap: BinaryHeap::new(),
+        sequence: 0,
+    };
+    let mut sender_wake: Option<Duration> = None;
+    let mut receiver_wake: Option<Duration> = None;
+    queue.push(Duration::ZERO, EventKind::WakeSender);
+    queue.push(Duration::ZERO, EventKind::WakeReceiver);
+    sender_wake = sender_wake.or(Some(Duration::ZERO));
+    receiver_wake = receiver_wake.or(Some(Duration::ZERO));
+    if matches!(config.sink, SinkModel::Slow { .. }) {
+        queue.push(SINK_TICK, EventKind::SinkTick);
+    }
+    for &(at, limits) in &config.rate_changes {
+        queue.push(at, EventKind::SetRate(limits));
+    }
+    let mut recorded: Vec<Vec<u8>> = Vec::new();
+    let mut replays_injected = 0;
+    let mut forgeries_injected = 0;
+    let mut forged_packet_number = 1u64 << 40;
+    let mut sender_complete_at = None;
+    let mut receiver_complete_at = None;
+    let mut rate_samples = Vec::new();
+    let mut next_rate_sample = Duration::ZERO;
+    let mut buffer = Vec::with_capacity(64 * 1024);
+    let mut sizes = Vec::new();
+    let mut events = 0u64;
+
+    while let Some(event) = queue.heap.pop() {
+        let now_virtual = event.time;
+        if now_virtual > config.time_limit {
+            break;
+        }
+        events += 1;
+        let now = base + now_virtual;
+        let mut touch_sender = false;
+        let mut touch_receiver = false;
+        match event.kind {
+            EventKind::ToReceiver(mut datagram) => {
+                receiver.handle_datagram(now, &mut datagram, &mut sink);
+                touch_receiver = true;
+            }
+            EventKind::ToSender(mut datagram) => {
+                let _ = sender.handle_datagram(now, &mut datagram);
+                touch_sender = true;
+            }
+            EventKind::WakeSender => {
+                if sender_wake != Some(now_virtual) {
+                    continue;
+                }
+                sender_wake = None;
+                touch_sender = true;
+            }
+            EventKind::WakeReceiver => {
+                if receiver_wake != Some(now_virtual) {
+                    continue;
+                }
+                receiver_wake = None;
+                touch_receiver = true;
+            }
+            EventKind::SetRate(limits) => {
+                sender.set_rate_limits(limits);
+                touch_sender = true;
+            }
+            EventKind::SinkTick => {
+                sink.drain(now_virtual);
+                receiver.update_window(sink.available());
+                touch_receiver = true;
+                if !receiver.is_complete() {
+                    queue.push(now_virtual + SINK_TICK, EventKind::SinkTick);
+                }
+            }
+        }
+
+        if touch_sender {
+            // Batch like a GSO driver: all due datagrams appended to one buffer, then split.
+            buffer.clear();
+            sizes.clear();
+            while let Some(transmit) = sender.poll_transmit(now, &mut source, &mut buffer) {
+                sizes.push(transmit.size);
+            }
+            let mut offset = 0;
+            for &size in &sizes {
+                let datagram = buffer[offset..offset + size].to_vec();
+                offset += size;
+                if config.attack.replay > 0.0 && rng.gen_bool(0.01) {
+                    recorded.push(datagram.clone());
+                }
+                let datagram_copy_for_forgery = datagram.clone();
+                for (arrival, copy) in forward.transmit(now_virtual, datagram, &mut rng) {
+                    queue.push(arrival, EventKind::ToReceiver(copy));
+                }
+                if !recorded.is_empty() && rng.gen_bool(config.attack.replay) {
+                    let index = rng.gen_range(0..recorded.len());
+                    replays_injected += 1;
+                    queue.push(
+                        now_virtual + config.forward.delay,
+                        EventKind::ToReceiver(recorded[index].clone()),
+                    );
+                }
+                if config.attack.forge > 0.0 && rng.gen_bool(config.attack.forge) {
+                    forgeries_injected += 1;
+                    forged_packet_number += 1;
+                    let mut forged = datagram_copy_for_forgery.clone();
+                    forged[8..14].copy_from_slice(&forged_packet_number.to_be_bytes()[2..]);
+                    for byte in &mut forged[14..] {
+                        *byte = rng.gen();
+                    }
+                    queue.push(
+                        now_virtual + config.forward.delay,
+                        EventKind::ToReceiver(forged),
+                    );
+                }
+            }
+            if sender_complete_at.is_none() && sender.is_complete() {
+                sender_complete_at = Some(now_virtual);
+            }
+            if now_virtual >= next_rate_sample {
+                rate_samples.push((now_virtual, sender.stats().rate_bps));
+                next_rate_sample = now_virtual + Duration::from_millis(10);
+            }
+            schedule(
+                &mut queue,
+                &mut sender_wake,
+                sender.next_timeout(),
+                base,
+                now_virtual,
+                EventKind::WakeSender,
+            );
+        }
+        if touch_receiver {
+            loop {
+                buffer.clear();
+                if receiver.poll_transmit(now, &mut buffer).is_none() {
+                    break;
+                }
+                for (arrival, copy) in backward.transmit(now_virtual, buffer.clone(), &mut rng) {
+                    queue.push(arrival, EventKind::ToSender(copy));
+                }
+            }
+            if receiver_complete_at.is_none() && receiver.is_complete() {
+                receiver_complete_at = Some(now_virtual);
+            }
+            schedule(
+                &mut queue,
+                &mut receiver_wake,
+                receiver.next_timeout(),
+                base,
+                now_virtual,
+                EventKind::WakeReceiver,
+            );
+        }
+        if sender.is_closed() && receiver.close_reason().is_some() {
+            break;
+        }
+    }
+
+    SimResult {
+        params,
+        sender_complete_at,
+        receiver_complete_at,
+        sender: sender.stats(),
+        receiver: receiver.stats(),
+        forward: forward.stats,
+        backward: backward.stats,
+        sink,
+        rate_samples,
+        replays_injected,
+        forgeries_injected,
+        events,
+    }
+}
+
+fn schedule(
+    queue: &mut EventQueue,
+    scheduled: &mut Option<Duration>,
+    timeout: Option<Instant>,
+    base: Instant,
+    now: Duration,
+    kind: EventKind,
+) {
+    let Some(timeout) = timeout else {
+        return;
+    };
+    // An endpoint that just ran and still says "now" waits one microsecond, so a bug shows up
+    // as a slow test rather than a hang.
+    let at = timeout
+        .saturating_duration_since(base)
+        .max(now + Duration::from_micros(1));
+    if scheduled.is_none_or(|current| at < current) {
+        *scheduled = Some(at);
+        queue.push(at, kind);
+    }
+}

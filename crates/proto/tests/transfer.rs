@@ -1,0 +1,316 @@
+//! End-to-end transfers through the deterministic simulator: throughput over long lossy paths,
+//! integrity under corruption and attack, flow control against a slow sink, and the adaptive
+//! rate controller against a bottleneck and against random loss.
+
+mod common;
+
+use common::{run, AttackConfig, LinkConfig, SimConfig, SinkModel};
+use slipstream_proto::{CipherLevel, RateLimits};
+use std::time::Duration;
+
+const GIB: u64 = 1 << 30;
+const MIB: u64 = 1 << 20;
+const GBIT_KBPS: u64 = 1_000_000;
+
+fn millis(ms: u64) -> Duration {
+    Duration::from_millis(ms)
+}
+
+fn report(name: &str, result: &common::SimResult) {
+    eprintln!(
+        "{name}: sender done {:?}, receiver done {:?}, goodput {:.1} Mbit/s, rtt {:?} (min {:?}), \
+         retransmitted {} of {} blocks, dropped {:?}/{:?}, fwd {:?} losses, {} events",
+        result.sender_complete_at,
+        result.receiver_complete_at,
+        result
+            .sender_complete_at
+            .map_or(0.0, |_| result.goodput_bps() / 1e6),
+        result.sender.smoothed_rtt,
+        result.sender.min_rtt,
+        result.sender.blocks_retransmitted,
+        result.sender.total_blocks,
+        result.receiver.dropped,
+        result.sender.dropped,
+        (
+            result.forward.random_losses,
+            result.forward.queue_drops,
+            result.forward.corrupted
+        ),
+        result.events,
+    );
+}
+
+/// A 1 Gbit/s bottleneck (datagram bytes) with a 20 ms drop-tail buffer, like a real access link.
+fn gigabit_link(one_way: Duration, loss: f64) -> LinkConfig {
+    LinkConfig {
+        loss,
+        jitter: Duration::from_micros(500),
+        rate_bps: Some(1_000_000_000),
+        buffer: millis(20),
+        ..LinkConfig::ideal(one_way)
+    }
+}
+
+#[test]
+fn one_gib_over_200ms_rtt_with_2_percent_loss_keeps_90_percent_goodput() {
+    let mut config = SimConfig::new(GIB, GBIT_KBPS, millis(100));
+    config.forward = gigabit_link(millis(100), 0.02);
+    config.backward = LinkConfig {
+        loss: 0.02,
+        ..LinkConfig::ideal(millis(100))
+    };
+    let result = run(config);
+    report("1GiB/200ms/2%", &result);
+    result.assert_data_intact();
+    let goodput = result.goodput_bps();
+    assert!(goodput >= 0.9e9, "goodput {goodput}");
+    // Retransmissions stay close to the real loss (2%), plus the tail copies.
+    let retransmit_ratio =
+        result.sender.blocks_retransmitted as f64 / result.sender.total_blocks as f64;
+    assert!(retransmit_ratio < 0.03, "retransmitted {retransmit_ratio}");
+}
+
+#[test]
+fn one_gib_without_delay_or_loss_keeps_90_percent_goodput_and_never_retransmits() {
+    let mut config = SimConfig::new(GIB, GBIT_KBPS, Duration::ZERO);
+    config.forward = gigabit_link(Duration::ZERO, 0.0);
+    let result = run(config);
+    report("1GiB/0ms/0%", &result);
+    result.assert_data_intact();
+    let goodput = result.goodput_bps();
+    assert!(goodput >= 0.9e9, "goodput {goodput}");
+    assert_eq!(result.sender.blocks_retransmitted, 0);
+    assert_eq!(result.forward.queue_drops, 0);
+}
+
+#[test]
+fn aes256_transfer_survives_corruption_forgery_reordering_and_replay() {
+    let mut config = SimConfig::new(64 * MIB, 400_000, millis(20));
+    config.cipher = CipherLevel::Aes256Gcm;
+    config.forward = LinkConfig {
+        loss: 0.01,
+        corrupt: 0.02,
+        duplicate: 0.01,
+        reorder: 0.02,
+        reorder_delay: millis(3),
+        jitter: millis(1),
+        ..LinkConfig::ideal(millis(20))
+    };
+    config.backward = LinkConfig {
+        corrupt: 0.02,
+        duplicate: 0.01,
+        ..LinkConfig::ideal(millis(20))
+    };
+    config.attack = AttackConfig {
+        replay: 0.01,
+        forge: 0.01,
+    };
+    let result = run(config);
+    report("aes256/corrupt", &result);
+    result.assert_data_intact();
+    assert!(result.sender_complete_at.is_some());
+    let receiver_drops = result.receiver.dropped;
+    // Every corrupted or forged datagram that arrived was dropped and counted.
+    assert!(
+        receiver_drops.authentication_failed
+            + receiver_drops.malformed
+            + receiver_drops.wrong_session
+            >= result.forgeries_injected,
+        "{receiver_drops:?}"
+    );
+    assert!(receiver_drops.authentication_failed > 0);
+    assert!(receiver_drops.replayed > 0, "{receiver_drops:?}");
+    assert!(result.replays_injected > 0);
+    // Corrupted ACKs are dropped too.
+    assert!(result.sender.dropped.total() > 0);
+}
+
+#[test]
+fn every_cipher_level_transfers_intact() {
+    for cipher in [
+        CipherLevel::None,
+        CipherLevel::AuthenticatedOnly,
+        CipherLevel::Aes128Gcm,
+        CipherLevel::Aes256Gcm,
+    ] {
+        let mut config = SimConfig::new(4 * MIB + 12_345, 200_000, millis(5));
+        config.cipher = cipher;
+        config.forward.loss = 0.05;
+        config.backward.loss = 0.05;
+        let result = run(config);
+        report(&format!("{cipher:?}"), &result);
+        result.assert_data_intact();
+        assert!(result.sender_complete_at.is_some());
+    }
+}
+
+#[test]
+fn slow_sink_slows_the_sender_without_losing_data() {
+    // The sink stores 40 Mbit/s while the path and rate allow 400 Mbit/s.
+    let mut config = SimConfig::new(32 * MIB, 400_000, millis(25));
+    config.transport.initial_window = MIB;
+    config.sink = SinkModel::Slow {
+        capacity: MIB,
+        drain_bps: 40_000_000,
+    };
+    config.forward.loss = 0.01;
+    let result = run(config);
+    report("slow sink", &result);
+    result.assert_data_intact();
+    assert_eq!(
+        result.sink.overflows, 0,
+        "the sink was offered more than it allowed"
+    );
+    assert!(result.sink.max_buffered <= MIB);
+    let elapsed = result.sender_complete_at.expect("complete");
+    // 32 MiB at 40 Mbit/s needs 6.7 s; flow control must hold the sender to about that pace.
+    assert!(elapsed >= Duration::from_secs_f64(6.5), "{elapsed:?}");
+    assert!(elapsed <= Duration::from_secs_f64(8.0), "{elapsed:?}");
+    // Flow control, not loss, limited the sender: little was sent twice.
+    let sent_ratio = result.sender.bytes_sent as f64 / (32 * MIB) as f64;
+    assert!(sent_ratio < 1.05, "sent {sent_ratio} times the data");
+}
+
+#[test]
+fn adaptive_rate_converges_to_a_smaller_bottleneck_with_bounded_queueing() {
+    // Target 400 Mbit/s, bottleneck 100 Mbit/s with a 60 ms buffer, RTT 60 ms.
+    let mut config = SimConfig::new(96 * MIB, 400_000, millis(30));
+    config.forward = LinkConfig {
+        rate_bps: Some(100_000_000),
+        buffer: millis(60),
+        jitter: Duration::from_micros(300),
+        ..LinkConfig::ideal(millis(30))
+    };
+    let result = run(config);
+    report("bottleneck", &result);
+    result.assert_data_intact();
+    let elapsed = result.sender_complete_at.expect("complete");
+    let goodput = result.goodput_bps();
+    assert!(goodput >= 85e6, "goodput {goodput}");
+    let settled = Duration::from_secs(2);
+    let mean_rate = result.mean_rate_bps(settled, elapsed);
+    assert!(
+        (85e6..=115e6).contains(&mean_rate),
+        "mean rate after settling {mean_rate}"
+    );
+    let mean_queue = result.forward.mean_queue_delay(settled, elapsed);
+    let max_queue = result.forward.max_queue_delay_between(settled, elapsed);
+    eprintln!("queue after settling: mean {mean_queue:?}, max {max_queue:?}");
+    assert!(
+        mean_queue <= millis(20),
+        "mean queueing delay {mean_queue:?}"
+    );
+    assert!(max_queue < millis(60), "max queueing delay {max_queue:?}");
+    let drops_after_start = result.forward.queue_drops;
+    eprintln!("queue drops {drops_after_start}");
+}
+
+#[test]
+fn random_loss_alone_does_not_lower_the_rate() {
+    // 300 Mbit/s target on a 500 Mbit/s path with 2% random loss both ways and jitter.
+    let mut config = SimConfig::new(128 * MIB, 300_000, millis(40));
+    config.forward = LinkConfig {
+        loss: 0.02,
+        jitter: millis(2),
+        rate_bps: Some(500_000_000),
+        buffer: millis(50),
+        ..LinkConfig::ideal(millis(40))
+    };
+    config.backward = LinkConfig {
+        loss: 0.02,
+        jitter: millis(2),
+        ..LinkConfig::ideal(millis(40))
+    };
+    let result = run(config);
+    report("random loss", &result);
+    result.assert_data_intact();
+    assert_eq!(result.min_rate_bps(), 300_000_000, "the rate was lowered");
+    let goodput = result.goodput_bps();
+    assert!(goodput >= 0.9 * 300e6, "goodput {goodput}");
+}
+
+#[test]
+fn rate_limit_changes_apply_and_limits_take_the_minimum() {
+    let limits = RateLimits {
+        transfer_kbps: Some(200_000),
+        destination_kbps: Some(50_000),
+        server_kbps: Some(80_000),
+    };
+    let mut config = SimConfig::new(8 * MIB, 0, millis(10));
+    config.limits = limits;
+    let result = run(config);
+    report("limits", &result);
+    result.assert_data_intact();
+    assert_eq!(result.sender.rate_limit_bps, 50_000_000);
+    let goodput = result.goodput_bps();
+    assert!((40e6..=50e6).contains(&goodput), "goodput {goodput}");
+}
+
+#[test]
+fn rate_limit_changes_at_runtime_take_effect() {
+    // 200 Mbit/s, lowered to 50 after 1 s, raised to 300 after 3 s.
+    let mut config = SimConfig::new(96 * MIB, 200_000, millis(20));
+    config.rate_changes = vec![
+        (Duration::from_secs(1), RateLimits::transfer(50_000)),
+        (Duration::from_secs(3), RateLimits::transfer(300_000)),
+    ];
+    let result = run(config);
+    report("rate changes", &result);
+    result.assert_data_intact();
+    let mean = |from: f64, to: f64| {
+        result.mean_rate_bps(Duration::from_secs_f64(from), Duration::from_secs_f64(to)) / 1e6
+    };
+    assert!((mean(0.2, 1.0) - 200.0).abs() < 1.0, "{}", mean(0.2, 1.0));
+    assert!((mean(1.1, 3.0) - 50.0).abs() < 1.0, "{}", mean(1.1, 3.0));
+    assert!((mean(3.1, 3.5) - 300.0).abs() < 1.0, "{}", mean(3.1, 3.5));
+    assert_eq!(result.sender.rate_limit_bps, 300_000_000);
+}
+
+#[test]
+fn empty_and_one_byte_transfers_complete() {
+    for len in [0, 1, 1437, 1438, 1439] {
+        let result = run(SimConfig::new(len, 10_000, millis(10)));
+        result.assert_data_intact();
+        assert!(result.sender_complete_at.is_some(), "len {len}");
+    }
+}
+
+#[test]
+#[ignore]
+fn debug_bottleneck_timeline() {
+    let mut config = SimConfig::new(96 * MIB, 400_000, millis(30));
+    config.forward = LinkConfig {
+        rate_bps: Some(100_000_000),
+        buffer: millis(60),
+        jitter: Duration::from_micros(300),
+        ..LinkConfig::ideal(millis(30))
+    };
+    let result = run(config);
+    report("bottleneck", &result);
+    for (index, bucket) in result.forward.queue_buckets.iter().enumerate().step_by(2) {
+        let t = Duration::from_millis(index as u64 * 100);
+        eprintln!(
+            "{:>5}ms rate {:>6.1} Mbit/s queue mean {:>6}us max {:>6}us",
+            t.as_millis(),
+            result.mean_rate_bps(t, t + millis(100)) / 1e6,
+            bucket.0 / bucket.1.max(1),
+            bucket.2
+        );
+    }
+}
+
+#[test]
+#[ignore]
+fn debug_seed_sweep() {
+    for seed in 2..6 {
+        let mut config = SimConfig::new(GIB, GBIT_KBPS, millis(100));
+        config.seed = seed;
+        config.forward = gigabit_link(millis(100), 0.02);
+        config.backward = LinkConfig {
+            loss: 0.02,
+            ..LinkConfig::ideal(millis(100))
+        };
+        let result = run(config);
+        report(&format!("seed {seed}"), &result);
+    }
+}
