@@ -1,0 +1,104 @@
+//! TUN devices: open `/dev/net/tun` with `TUNSETIFF` (`IFF_TUN | IFF_NO_PI`), non-blocking, and
+//! plain `read(2)`/`write(2)` of whole IP packets.
+//!
+//! A TUN device made this way is not persistent: it disappears when its file descriptor closes,
+//! so the process cannot leave a device behind, whatever way it exits.
+
+use std::ffi::CString;
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+
+/// `_IOW('T', 202, int)`: the ioctl that attaches a file descriptor to a TUN/TAP interface.
+const TUNSETIFF: libc::c_ulong = 0x4004_54CA;
+const IFF_TUN: libc::c_short = 0x0001;
+const IFF_NO_PI: libc::c_short = 0x1000;
+
+/// `struct ifreq` as far as TUNSETIFF reads it: a 16-byte name and the flags, padded to the
+/// kernel's 40 bytes.
+#[repr(C)]
+struct IfReq {
+    name: [libc::c_char; libc::IFNAMSIZ],
+    flags: libc::c_short,
+    _pad: [u8; 22],
+}
+
+/// An open TUN device (in whatever network namespace the opening thread was in).
+#[derive(Debug)]
+pub struct Tun {
+    fd: OwnedFd,
+    name: String,
+}
+
+impl Tun {
+    /// Creates TUN device `name` in the calling thread's network namespace, non-blocking.
+    pub fn open(name: &str) -> io::Result<Self> {
+        let bytes = name.as_bytes();
+        if bytes.is_empty() || bytes.len() >= libc::IFNAMSIZ || bytes.contains(&0) {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("bad interface name {name:?} (1 to 15 bytes)"),
+            ));
+        }
+        let path = CString::new("/dev/net/tun").map_err(io::Error::other)?;
+        // SAFETY: `path` is a valid NUL-terminated string; flags are plain constants.
+        let raw = unsafe {
+            libc::open(
+                path.as_ptr(),
+                libc::O_RDWR | libc::O_NONBLOCK | libc::O_CLOEXEC,
+            )
+        };
+        if raw < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: `raw` is a freshly opened descriptor that nothing else owns.
+        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+        let mut req = IfReq {
+            name: [0; libc::IFNAMSIZ],
+            flags: IFF_TUN | IFF_NO_PI,
+            _pad: [0; 22],
+        };
+        for (dst, &src) in req.name.iter_mut().zip(bytes) {
+            *dst = src as libc::c_char;
+        }
+        // SAFETY: TUNSETIFF reads (and writes back the name into) a `struct ifreq`, which
+        // `IfReq` lays out with the kernel's size; the pointer is valid for the call.
+        let rc = unsafe { libc::ioctl(fd.as_raw_fd(), TUNSETIFF as _, &mut req as *mut IfReq) };
+        if rc < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(Self {
+            fd,
+            name: name.to_owned(),
+        })
+    }
+
+    /// The interface name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The raw descriptor, for `ppoll` and the relay threads (which never outlive `self`).
+    pub fn raw(&self) -> RawFd {
+        self.fd.as_raw_fd()
+    }
+}
+
+/// `read(2)` of one packet from a raw TUN descriptor.
+pub fn read_fd(fd: RawFd, buf: &mut [u8]) -> io::Result<usize> {
+    // SAFETY: `buf` is valid for writes of `buf.len()` bytes for the duration of the call.
+    let n = unsafe { libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(n as usize)
+}
+
+/// `write(2)` of one packet to a raw TUN descriptor.
+pub fn write_fd(fd: RawFd, buf: &[u8]) -> io::Result<usize> {
+    // SAFETY: `buf` is valid for reads of `buf.len()` bytes for the duration of the call.
+    let n = unsafe { libc::write(fd, buf.as_ptr().cast(), buf.len()) };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(n as usize)
+}
