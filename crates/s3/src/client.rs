@@ -530,6 +530,30 @@ mod tests {
     }
 
     #[test]
+    fn secrets_stay_out_of_debug_output() {
+        let mut c = config();
+        c.secret_key = Some(Secret("SECRET-KEY-VALUE".into()));
+        c.session_token = Some(Secret("SESSION-TOKEN-VALUE".into()));
+        c.proxy_host = Some("127.0.0.1".into());
+        c.proxy_user_name = Some("user".into());
+        c.proxy_password = Some(Secret("PROXY-PASSWORD-VALUE".into()));
+        for verify in [true, false] {
+            c.verify_ssl = verify;
+            let client = client(&c).unwrap();
+            let shown = format!("{:?} {:?}", client, client.config());
+            for secret in [
+                "SECRET-KEY-VALUE",
+                "SESSION-TOKEN-VALUE",
+                "PROXY-PASSWORD-VALUE",
+            ] {
+                assert!(!shown.contains(secret), "{secret} in {shown}");
+            }
+            let backend = crate::S3Backend::new(&c).unwrap();
+            assert!(!format!("{backend:?}").contains("VALUE"));
+        }
+    }
+
+    #[test]
     fn keys_must_come_in_pairs() {
         let mut c = config();
         c.secret_key = None;

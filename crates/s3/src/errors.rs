@@ -99,8 +99,23 @@ where
             let timeout = e.is_timeout();
             transport_message(err, timeout, target)
         }
-        other => format!("S3 request failed: {}", chain_text(other)),
+        other => {
+            let text = chain_text(other);
+            if t_is_ambient(target) && text.to_ascii_lowercase().contains("credential") {
+                format!(
+                    "no accessKeyId/secretKey are set and the server has no AWS credentials of \
+                     its own: set accessKeyId and secretKey ({text})"
+                )
+            } else {
+                format!("S3 request failed: {text}")
+            }
+        }
     }
+}
+
+/// True when the sandbox uses the server's own credentials (no keys in the mapping).
+fn t_is_ambient(target: &Target) -> bool {
+    target.access_key_id.as_deref().is_none_or(str::is_empty)
 }
 
 /// A " through proxy X" suffix.

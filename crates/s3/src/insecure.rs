@@ -178,16 +178,18 @@ struct ProxyTarget {
     auth: Option<HeaderValue>,
 }
 
-/// A connection: direct (or to a forward proxy), or TLS inside a CONNECT tunnel.
+/// A connection: direct (or to a forward proxy), or TLS inside a CONNECT tunnel. Boxed:
+/// TLS sessions are large.
 enum Stream {
     Direct {
-        io: MaybeHttpsStream<TokioIo<TcpStream>>,
+        io: Box<MaybeHttpsStream<TokioIo<TcpStream>>>,
         forward_proxy: bool,
     },
-    Tunneled(
-        TokioIo<tokio_rustls::client::TlsStream<TokioIo<MaybeHttpsStream<TokioIo<TcpStream>>>>>,
-    ),
+    Tunneled(Box<TunneledIo>),
 }
+
+type TunneledIo =
+    TokioIo<tokio_rustls::client::TlsStream<TokioIo<MaybeHttpsStream<TokioIo<TcpStream>>>>>;
 
 impl Connection for Stream {
     fn connected(&self) -> Connected {
@@ -206,8 +208,8 @@ impl Read for Stream {
         buf: ReadBufCursor<'_>,
     ) -> Poll<io::Result<()>> {
         match self.get_mut() {
-            Stream::Direct { io, .. } => Pin::new(io).poll_read(cx, buf),
-            Stream::Tunneled(io) => Pin::new(io).poll_read(cx, buf),
+            Stream::Direct { io, .. } => Pin::new(io.as_mut()).poll_read(cx, buf),
+            Stream::Tunneled(io) => Pin::new(io.as_mut()).poll_read(cx, buf),
         }
     }
 }
@@ -219,22 +221,22 @@ impl Write for Stream {
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         match self.get_mut() {
-            Stream::Direct { io, .. } => Pin::new(io).poll_write(cx, buf),
-            Stream::Tunneled(io) => Pin::new(io).poll_write(cx, buf),
+            Stream::Direct { io, .. } => Pin::new(io.as_mut()).poll_write(cx, buf),
+            Stream::Tunneled(io) => Pin::new(io.as_mut()).poll_write(cx, buf),
         }
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match self.get_mut() {
-            Stream::Direct { io, .. } => Pin::new(io).poll_flush(cx),
-            Stream::Tunneled(io) => Pin::new(io).poll_flush(cx),
+            Stream::Direct { io, .. } => Pin::new(io.as_mut()).poll_flush(cx),
+            Stream::Tunneled(io) => Pin::new(io.as_mut()).poll_flush(cx),
         }
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match self.get_mut() {
-            Stream::Direct { io, .. } => Pin::new(io).poll_shutdown(cx),
-            Stream::Tunneled(io) => Pin::new(io).poll_shutdown(cx),
+            Stream::Direct { io, .. } => Pin::new(io.as_mut()).poll_shutdown(cx),
+            Stream::Tunneled(io) => Pin::new(io.as_mut()).poll_shutdown(cx),
         }
     }
 }
@@ -263,12 +265,12 @@ impl tower_service::Service<Uri> for Connect {
         let connect = async move {
             match proxy {
                 None => Ok(Stream::Direct {
-                    io: https.call(dst).await?,
+                    io: Box::new(https.call(dst).await?),
                     forward_proxy: false,
                 }),
                 Some(proxy) if dst.scheme() != Some(&http::uri::Scheme::HTTPS) => {
                     Ok(Stream::Direct {
-                        io: https.call(proxy.uri.clone()).await?,
+                        io: Box::new(https.call(proxy.uri.clone()).await?),
                         forward_proxy: true,
                     })
                 }
@@ -284,7 +286,7 @@ impl tower_service::Service<Uri> for Connect {
                     let tls = tokio_rustls::TlsConnector::from(tls)
                         .connect(name, TokioIo::new(tunneled))
                         .await?;
-                    Ok(Stream::Tunneled(TokioIo::new(tls)))
+                    Ok(Stream::Tunneled(Box::new(TokioIo::new(tls))))
                 }
             }
         };

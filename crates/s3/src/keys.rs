@@ -119,12 +119,17 @@ pub fn copy_part_size(size: u64) -> u64 {
 /// The parts of a multipart copy: `(part number, first byte, last byte)`, inclusive ranges as
 /// `x-amz-copy-source-range` wants them. Lazy: 10,000 parts are never held at once.
 pub fn copy_parts(size: u64) -> impl Iterator<Item = (i32, u64, u64)> {
-    let part = copy_part_size(size);
+    part_ranges(size, copy_part_size(size))
+}
+
+/// `size` bytes cut into parts of `part` bytes (the last one shorter), numbered from 1.
+pub fn part_ranges(size: u64, part: u64) -> impl Iterator<Item = (i32, u64, u64)> {
+    let part = part.max(1);
     let count = size.div_ceil(part);
     (0..count).map(move |i| {
         let first = i * part;
         let last = (first + part).min(size) - 1;
-        // `count` is at most MAX_PARTS (10,000) for any size S3 accepts, so `i + 1` fits.
+        // Callers keep `count` within MAX_PARTS (10,000), so `i + 1` fits an i32.
         (i32::try_from(i + 1).unwrap_or(i32::MAX), first, last)
     })
 }
@@ -211,5 +216,10 @@ mod tests {
             }
             assert_eq!(next, size);
         }
+        assert_eq!(part_ranges(0, 5).count(), 0);
+        assert_eq!(
+            part_ranges(10, 5).collect::<Vec<_>>(),
+            [(1, 0, 4), (2, 5, 9)]
+        );
     }
 }

@@ -356,3 +356,51 @@ async fn odd_keys_are_refused_or_normalised_by_seaweedfs_and_never_shown() {
     assert_eq!(RelPath::parse("a//b").unwrap().as_str(), "a/b");
     assert_eq!(RelPath::parse("./x").unwrap().as_str(), "x");
 }
+
+#[tokio::test]
+async fn multipart_copy_with_upload_part_copy() {
+    let s = services();
+    let bucket = bucket(&s, "mpcopy").await;
+    let size = 12 * 1024 * 1024 + 3;
+    let data: Vec<u8> = (0..size).map(|i| (i % 251) as u8).collect();
+    put(&s, &bucket, "src.bin", &data).await;
+    let b = S3Backend::new(&config(&s, &bucket)).unwrap();
+    // 5 MiB parts: 5 + 5 + 2 MiB (+3 bytes), through UploadPartCopy with source ranges.
+    b.copy_in_parts(&p("src.bin"), &p("dst.bin"), 5 * 1024 * 1024)
+        .await
+        .unwrap();
+    let got = raw_client(&s)
+        .get_object()
+        .bucket(&bucket)
+        .key("dst.bin")
+        .send()
+        .await
+        .unwrap();
+    let got = got.body.collect().await.unwrap().into_bytes();
+    assert_eq!(got.len(), data.len());
+    assert!(got.as_ref() == data.as_slice(), "copied bytes differ");
+    // Nothing left behind.
+    let uploads = raw_client(&s)
+        .list_multipart_uploads()
+        .bucket(&bucket)
+        .send()
+        .await
+        .unwrap();
+    assert!(uploads.uploads().is_empty());
+    // A failing copy (parts below S3's 5 MiB minimum) is aborted, not left behind.
+    let failed = b
+        .copy_in_parts(&p("src.bin"), &p("bad.bin"), 1024 * 1024)
+        .await;
+    if failed.is_err() {
+        let uploads = raw_client(&s)
+            .list_multipart_uploads()
+            .bucket(&bucket)
+            .send()
+            .await
+            .unwrap();
+        assert!(
+            uploads.uploads().is_empty(),
+            "the failed upload was aborted"
+        );
+    }
+}
