@@ -19,7 +19,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the server: HTTPS control API and the transfer engine.
-    Server(slipstream_server::config::ServerArgs),
+    Server(Box<slipstream_server::config::ServerArgs>),
     /// Call one API method and print the result as JSON.
     Api(api_command::ApiArgs),
     /// Manage users in the state dir (works while the server runs).
@@ -59,7 +59,7 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Server(args) => {
                 slipstream_server::run::init_logging(args.log_format);
-                slipstream_server::run::run(args).await
+                slipstream_server::run::run(*args).await
             }
             Command::Api(args) => api_command::run(args).await,
             Command::User(args) => user_command::run(args),

@@ -91,7 +91,7 @@ fn json_response(status: StatusCode, body: &Value) -> Response<Full<Bytes>> {
 async fn handle(
     request: hyper::Request<Incoming>,
     peer: SocketAddr,
-    context: &Context,
+    context: &Arc<Context>,
     max_body: u64,
 ) -> Response<Full<Bytes>> {
     if request.uri().path() != "/rpc" {
@@ -156,7 +156,11 @@ async fn handle(
 }
 
 /// Runs one request; `None` for notifications. Returns the answer and the HTTP status.
-async fn run_one(item: Value, context: &Context, caller: &Caller) -> Option<(Value, StatusCode)> {
+async fn run_one(
+    item: Value,
+    context: &Arc<Context>,
+    caller: &Caller,
+) -> Option<(Value, StatusCode)> {
     let request = match Request::from_value(item) {
         Ok(request) => request,
         Err((id, error)) => return Some((failure(id, &error), StatusCode::OK)),

@@ -4,6 +4,8 @@
 use crate::api::{Context, ServerFacts};
 use crate::auth::Authenticator;
 use crate::config::{LogFormat, ServerArgs};
+use crate::requests::Requests;
+use crate::sandboxes::Sandboxes;
 use crate::state::Store;
 use rand::RngCore;
 use std::net::SocketAddr;
@@ -96,9 +98,11 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
     }
     let context = Arc::new(Context {
         facts,
+        sandboxes: Sandboxes::new(store.clone(), args.sandbox_dir.clone()),
         store,
         auth,
         file_cache_used: AtomicU64::new(0),
+        requests: Requests::default(),
     });
 
     tracing::info!(

@@ -207,3 +207,65 @@ pub fn rpc_error(result: Result<Value, ClientError>) -> slipstream_client::RpcEr
         other => panic!("expected a JSON-RPC error, got {other:?}"),
     }
 }
+
+/// The real S3 server and proxy that `scripts/test-services.sh env` describes.
+pub struct S3Env {
+    pub endpoint: String,
+    pub access_key: String,
+    pub secret_key: String,
+}
+
+fn env_var(name: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| {
+        panic!(
+            "{name} is not set: these tests need the real S3 server. Run \
+             scripts/test-services.sh start && eval \"$(scripts/test-services.sh env)\" \
+             (scripts/test.sh does both)"
+        )
+    })
+}
+
+impl S3Env {
+    pub fn from_env() -> S3Env {
+        S3Env {
+            endpoint: env_var("SLIPSTREAM_TEST_S3_ENDPOINT"),
+            access_key: env_var("SLIPSTREAM_TEST_S3_ACCESS_KEY"),
+            secret_key: env_var("SLIPSTREAM_TEST_S3_SECRET_KEY"),
+        }
+    }
+
+    /// An S3 sandbox config (JSON, as users send it) for `bucket` under `path`.
+    pub fn sandbox(&self, bucket: &str, path: &str) -> Value {
+        serde_json::json!({
+            "type": "S3",
+            "bucketName": bucket,
+            "path": path,
+            "endpointOverride": self.endpoint,
+            "accessKeyId": self.access_key,
+            "secretKey": self.secret_key,
+        })
+    }
+
+    /// A raw SDK client, for planting objects and checking results behind Slipstream's back.
+    pub fn raw_client(&self) -> aws_sdk_s3::Client {
+        let mut config = slipstream_storage::config::S3Config::new("unused");
+        config.endpoint_override = Some(self.endpoint.clone());
+        config.access_key_id = Some(self.access_key.clone());
+        config.secret_key = Some(slipstream_storage::config::Secret(self.secret_key.clone()));
+        slipstream_s3::client(&config).expect("raw S3 client")
+    }
+
+    /// Creates a bucket with a name unique to this test run.
+    pub async fn new_bucket(&self, hint: &str) -> String {
+        static COUNTER: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let name = format!("cli-{hint}-{}-{n}", std::process::id());
+        self.raw_client()
+            .create_bucket()
+            .bucket(&name)
+            .send()
+            .await
+            .expect("create a test bucket");
+        name
+    }
+}

@@ -1,10 +1,14 @@
 //! The JSON-RPC methods: the method table (names, params in order, whether a login is
 //! needed), authentication of the caller, and dispatch to the handlers by namespace.
 
+mod fs_methods;
+mod sandbox_methods;
 mod server_methods;
 
 use crate::auth::{Authenticator, Session};
+use crate::requests::Requests;
 use crate::rpc::{Params, RpcError};
+use crate::sandboxes::Sandboxes;
 use crate::state::Store;
 use serde_json::Value;
 use std::net::IpAddr;
@@ -42,6 +46,28 @@ pub const METHODS: &[MethodSpec] = &[
     },
     method("server.superuser", &[]),
     method("server.echo", &["text"]),
+    method(
+        "server.setSandboxMapping",
+        &["user", "mapping", "skipValidation"],
+    ),
+    method("server.getSandboxMappings", &[]),
+    method("server.deleteSandboxMapping", &["user"]),
+    method("server.lsRoots", &[]),
+    method("server.ls", &["path", "limit", "cursor"]),
+    method("server.du", &["path"]),
+    method("server.mkdir", &["path"]),
+    method("server.mkFile", &["path"]),
+    method("server.mv", &["src", "dst"]),
+    method("server.rm", &["path", "recursive"]),
+    method("server.lsRootsAsync", &[]),
+    method("server.lsAsync", &["path", "limit", "cursor"]),
+    method("server.duAsync", &["path"]),
+    method("server.mkdirAsync", &["path"]),
+    method("server.mkFileAsync", &["path"]),
+    method("server.mvAsync", &["src", "dst"]),
+    method("server.rmAsync", &["path", "recursive"]),
+    method("server.getRequestStatus", &["requestId"]),
+    method("server.getRequestResult", &["requestId"]),
 ];
 
 /// Finds a method by name; names without a namespace are in `server.` (as in JetStream).
@@ -78,6 +104,10 @@ pub struct Context {
     pub auth: Authenticator,
     /// Bytes of the S3 file cache in use.
     pub file_cache_used: AtomicU64,
+    /// Users' sandboxes.
+    pub sandboxes: Sandboxes,
+    /// Background requests of the `...Async` methods.
+    pub requests: Requests,
 }
 
 /// Who sent the HTTP request: the Authorization header and the client address. The login is
@@ -138,11 +168,12 @@ async fn authenticate(
 
 /// Runs one call.
 pub async fn dispatch(
-    context: &Context,
+    shared: &Arc<Context>,
     caller: &Caller,
     method_name: &str,
     params: Option<Value>,
 ) -> Result<Value, RpcError> {
+    let context: &Context = shared;
     let spec = find_method(method_name).ok_or_else(|| RpcError::method_not_found(method_name))?;
     let session = if spec.needs_auth {
         Some(caller.session(context).await?)
@@ -157,7 +188,14 @@ pub async fn dispatch(
         params: &params,
     };
     match spec.name.split_once('.') {
-        Some(("server", name)) => server_methods::handle(name, call).await,
+        Some((
+            "server",
+            name @ ("setSandboxMapping" | "getSandboxMappings" | "deleteSandboxMapping"),
+        )) => sandbox_methods::handle(name, call).await,
+        Some(("server", name @ ("getServerInfo" | "auth" | "superuser" | "echo"))) => {
+            server_methods::handle(name, call).await
+        }
+        Some(("server", name)) => fs_methods::handle(name, call, shared.clone()).await,
         _ => Err(RpcError::method_not_found(method_name)),
     }
 }
