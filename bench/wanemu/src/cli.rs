@@ -104,6 +104,9 @@ pub struct RunArgs {
     /// Stop by itself after this many seconds (0 = run until SIGINT/SIGTERM).
     #[arg(long, default_value_t = 0.0)]
     pub duration_s: f64,
+    /// Test hook: panic right after READY (checks that a panic still removes the namespaces).
+    #[arg(long, hide = true)]
+    pub test_panic_after_ready: bool,
 }
 
 impl RunArgs {
@@ -159,7 +162,7 @@ impl RunArgs {
 /// A non-negative, finite number of milliseconds.
 pub fn parse_ms(s: &str) -> Result<f64, String> {
     let v: f64 = s.trim().parse().map_err(|e| format!("{s:?}: {e}"))?;
-    if !v.is_finite() || v < 0.0 || v > 3_600_000.0 {
+    if !v.is_finite() || !(0.0..=3_600_000.0).contains(&v) {
         return Err(format!("{s:?}: expected 0 to 3600000 ms"));
     }
     Ok(v)
@@ -199,7 +202,7 @@ pub fn parse_rate(s: &str) -> Result<u64, String> {
         .parse()
         .map_err(|e| format!("{s:?}: {e} (examples: 1g, 2.5gbit, 500m, 0)"))?;
     let bps = v * mult;
-    if !bps.is_finite() || bps < 0.0 || bps > 1e13 {
+    if !bps.is_finite() || !(0.0..=1e13).contains(&bps) {
         return Err(format!("{s:?}: rate out of range"));
     }
     if bps > 0.0 && bps < 8_000.0 {

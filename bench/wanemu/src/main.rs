@@ -158,6 +158,9 @@ fn run(a: &RunArgs) -> Res<()> {
         // A closed stdout must not stop the emulator; the caller may only watch the namespaces.
         let _ = writeln!(out, "READY").and_then(|()| out.flush());
         drop(out);
+        if a.test_panic_after_ready {
+            panic!("--test-panic-after-ready");
+        }
         while !signals::stop_requested() && !h_a2b.is_finished() && !h_b2a.is_finished() {
             if limit.is_some_and(|l| origin.elapsed() >= l) {
                 break;

@@ -95,9 +95,11 @@ impl Link {
             None
         } else {
             match cfg.buffer {
-                BufferLimit::Time(t) => {
-                    Some(u64::try_from(t.as_nanos()).unwrap_or(u64::MAX / PS_PER_NS) * PS_PER_NS)
-                }
+                BufferLimit::Time(t) => Some(
+                    u64::try_from(t.as_nanos())
+                        .unwrap_or(u64::MAX)
+                        .saturating_mul(PS_PER_NS),
+                ),
                 BufferLimit::Bytes(b) => Some(ser_ps(b, rate_bps)),
                 BufferLimit::Unlimited => None,
             }

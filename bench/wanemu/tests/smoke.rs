@@ -1,0 +1,266 @@
+//! Root-only smoke tests of the real emulator: namespaces, TUN devices, delay, and cleanup on
+//! every exit path. They do nothing unless `SLIPSTREAM_BENCH_ROOT=1` (they need root, iproute2
+//! and ping, and create network namespaces). Run them with
+//! `SLIPSTREAM_BENCH_ROOT=1 cargo test --release --test smoke -- --test-threads=1`.
+//!
+//! Traffic goes only between the 10.77.x addresses inside the namespaces the tests create.
+
+use std::io::{BufRead, BufReader, Read};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_wanemu");
+
+fn enabled() -> bool {
+    let on = std::env::var("SLIPSTREAM_BENCH_ROOT").is_ok_and(|v| v == "1");
+    if !on {
+        eprintln!("skipped: set SLIPSTREAM_BENCH_ROOT=1 (root) to run the namespace smoke tests");
+    }
+    on
+}
+
+/// Namespace names unique to this process and test.
+fn names(tag: &str) -> (String, String) {
+    let pid = std::process::id();
+    (format!("sswt{pid}{tag}A"), format!("sswt{pid}{tag}B"))
+}
+
+fn ns_exists(name: &str) -> bool {
+    Path::new("/run/netns").join(name).exists()
+}
+
+fn ns_del(name: &str) {
+    let _ = Command::new("ip").args(["netns", "del", name]).status();
+}
+
+/// Starts the emulator and waits for READY on its stdout.
+fn start(a: &str, b: &str, extra: &[&str]) -> Child {
+    let mut child = Command::new(BIN)
+        .args(["--ns-a", a, "--ns-b", b])
+        .args(extra)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn wanemu");
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().expect("stdout"))
+        .read_line(&mut line)
+        .expect("read stdout");
+    assert_eq!(line.trim(), "READY", "wanemu did not get ready");
+    child
+}
+
+/// Sends `sig` to the child and returns (exit success, stderr).
+fn stop(mut child: Child, sig: libc::c_int) -> (bool, String) {
+    // SAFETY: plain kill(2) on our own child's pid.
+    unsafe {
+        libc::kill(child.id() as libc::pid_t, sig);
+    }
+    let status = child.wait().expect("wait");
+    let mut err = String::new();
+    child
+        .stderr
+        .take()
+        .expect("stderr")
+        .read_to_string(&mut err)
+        .expect("read stderr");
+    (status.success(), err)
+}
+
+/// Average RTT in ms of `count` pings from namespace `ns` to `dst`.
+fn ping_avg_ms(ns: &str, dst: &str, count: u32) -> f64 {
+    let out = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            ns,
+            "ping",
+            "-n",
+            "-q",
+            "-c",
+            &count.to_string(),
+            "-i",
+            "0.2",
+            "-W",
+            "2",
+            dst,
+        ])
+        .output()
+        .expect("run ping (install iputils-ping)");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "ping failed: {text}");
+    // "rtt min/avg/max/mdev = 40.227/40.280/40.438/0.079 ms"
+    let stats = text
+        .lines()
+        .find(|l| l.contains("min/avg/max"))
+        .and_then(|l| l.split('=').nth(1))
+        .expect("ping summary");
+    stats
+        .trim()
+        .split('/')
+        .nth(1)
+        .expect("avg")
+        .parse()
+        .expect("number")
+}
+
+#[test]
+fn ping_rtt_is_twice_the_delay_and_namespaces_are_removed() {
+    if !enabled() {
+        return;
+    }
+    let (a, b) = names("p");
+    let child = start(&a, &b, &["--delay-ms", "25"]);
+    assert!(ns_exists(&a) && ns_exists(&b));
+    let rtt = ping_avg_ms(&a, "10.77.9.2", 5);
+    let (ok, err) = stop(child, libc::SIGTERM);
+    assert!(ok, "exit status; stderr: {err}");
+    assert!(
+        (50.0..58.0).contains(&rtt),
+        "rtt {rtt} ms, expected about 50"
+    );
+    assert!(err.contains("\"a2b\":{\"rx_pkts\":5"), "counters: {err}");
+    assert!(!ns_exists(&a) && !ns_exists(&b), "namespaces left behind");
+}
+
+#[test]
+fn asymmetric_delay_and_sigint_cleanup() {
+    if !enabled() {
+        return;
+    }
+    let (a, b) = names("s");
+    let child = start(&a, &b, &["--delay-a2b-ms", "30", "--delay-b2a-ms", "5"]);
+    let rtt = ping_avg_ms(&a, "10.77.9.2", 3);
+    let (ok, _) = stop(child, libc::SIGINT);
+    assert!(ok);
+    assert!(
+        (35.0..43.0).contains(&rtt),
+        "rtt {rtt} ms, expected about 35"
+    );
+    assert!(!ns_exists(&a) && !ns_exists(&b));
+}
+
+#[test]
+fn full_loss_blocks_ping() {
+    if !enabled() {
+        return;
+    }
+    let (a, b) = names("l");
+    let child = start(&a, &b, &["--loss", "100%", "--loss-a2b-only"]);
+    let out = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &a,
+            "ping",
+            "-n",
+            "-q",
+            "-c",
+            "2",
+            "-i",
+            "0.2",
+            "-W",
+            "1",
+            "10.77.9.2",
+        ])
+        .output()
+        .expect("ping");
+    let (ok, err) = stop(child, libc::SIGTERM);
+    assert!(ok);
+    assert!(!out.status.success(), "ping got through 100 % loss");
+    assert!(err.contains("\"lost\":2"), "{err}");
+    assert!(!ns_exists(&a) && !ns_exists(&b));
+}
+
+#[test]
+fn duration_limit_exits_and_cleans_up() {
+    if !enabled() {
+        return;
+    }
+    let (a, b) = names("d");
+    let t = Instant::now();
+    let child = start(&a, &b, &["--duration-s", "0.5"]);
+    let out = child.wait_with_output().expect("wait");
+    assert!(out.status.success());
+    assert!(t.elapsed() < Duration::from_secs(5));
+    assert!(!ns_exists(&a) && !ns_exists(&b));
+}
+
+#[test]
+fn refuses_existing_namespace_and_cleanup_subcommand_removes_it() {
+    if !enabled() {
+        return;
+    }
+    let (a, b) = names("e");
+    assert!(Command::new("ip")
+        .args(["netns", "add", &a])
+        .status()
+        .expect("ip")
+        .success());
+    let out = Command::new(BIN)
+        .args(["--ns-a", &a, "--ns-b", &b])
+        .output()
+        .expect("run");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("already exists") && err.contains("wanemu cleanup"),
+        "{err}"
+    );
+    assert!(
+        ns_exists(&a),
+        "must not delete a namespace it did not create"
+    );
+    assert!(!ns_exists(&b), "must not create the second one either");
+    let st = Command::new(BIN)
+        .args(["cleanup", "--ns-a", &a, "--ns-b", &b])
+        .status()
+        .expect("cleanup");
+    assert!(st.success());
+    if ns_exists(&a) {
+        ns_del(&a);
+        panic!("cleanup left {a}");
+    }
+}
+
+#[test]
+fn setup_error_removes_created_namespaces() {
+    if !enabled() {
+        return;
+    }
+    let (a, b) = names("f");
+    // "lo" already exists in the new namespace and is no TUN device: TUNSETIFF fails after
+    // both namespaces were created.
+    let out = Command::new(BIN)
+        .args([
+            "--ns-a",
+            &a,
+            "--ns-b",
+            &b,
+            "--tun-b",
+            "lo",
+            "--duration-s",
+            "1",
+        ])
+        .output()
+        .expect("run");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "setup should fail: {err}");
+    assert!(
+        !ns_exists(&a) && !ns_exists(&b),
+        "leftovers after a setup error: {err}"
+    );
+}
+
+#[test]
+fn panic_removes_namespaces() {
+    if !enabled() {
+        return;
+    }
+    let (a, b) = names("x");
+    let child = start(&a, &b, &["--test-panic-after-ready"]);
+    let out = child.wait_with_output().expect("wait");
+    assert!(!out.status.success());
+    assert!(!ns_exists(&a) && !ns_exists(&b), "leftovers after a panic");
+}
