@@ -50,16 +50,26 @@ pub struct RateControlConfig {
     pub unlimited_kbps: u64,
     /// The controller never goes below this.
     pub min_kbps: u64,
-    /// Standing queueing delay the controller tolerates before backing off.
+    /// Standing queueing delay the controller tolerates before backing off, at most. On short
+    /// paths the target is a quarter of the minimum RTT, but not below
+    /// `min_target_queue_delay`, so a shallow LAN switch buffer is noticed too.
     pub target_queue_delay: Duration,
-    /// Shortest time between two decisions (the decision interval is otherwise one smoothed RTT).
+    /// Floor of the queueing delay target.
+    pub min_target_queue_delay: Duration,
+    /// Fraction of blocks lost within one decision interval above which the loss cannot be
+    /// random noise of a usable path: the sender is overrunning a buffer too shallow to show as
+    /// delay, and backs off to the delivery rate. Random loss below it never lowers the rate.
+    pub overrun_loss_fraction: f64,
+    /// Decisions per smoothed RTT (more react faster, each on fewer RTT samples).
+    pub decisions_per_rtt: u32,
+    /// Shortest time between two decisions.
     pub min_decision_interval: Duration,
     /// Longest time between two decisions.
     pub max_decision_interval: Duration,
-    /// Relative rate increase per decision while delay is flat (grows with consecutive flat
-    /// decisions up to `max_probe_gain`).
+    /// Relative rate increase per RTT while delay is flat. It doubles for every 8 RTTs the delay
+    /// stays flat well above the last measured bottleneck, up to `max_probe_gain`.
     pub probe_gain: f64,
-    /// Cap of the accelerated probe gain.
+    /// Cap of the accelerated probe gain, per RTT.
     pub max_probe_gain: f64,
     /// The path's minimum RTT is the smallest sample of about this long ago, so a route change
     /// that lengthens the path is not mistaken for a queue forever.
@@ -74,6 +84,9 @@ impl Default for RateControlConfig {
             unlimited_kbps: 10_000_000,
             min_kbps: 64,
             target_queue_delay: Duration::from_millis(10),
+            min_target_queue_delay: Duration::from_micros(500),
+            overrun_loss_fraction: 0.5,
+            decisions_per_rtt: 4,
             min_decision_interval: Duration::from_millis(10),
             max_decision_interval: Duration::from_millis(250),
             probe_gain: 0.01,
@@ -140,19 +153,21 @@ impl RttEstimator {
 
 /// Fraction of the measured bottleneck rate the controller returns to once a queue drained.
 const RESUME_FRACTION: f64 = 0.95;
+/// Fewest blocks (lost + acknowledged) in a decision interval for the overrun check.
+const OVERRUN_MIN_BLOCKS: u64 = 64;
 /// Up to this multiple of the last measured bottleneck, probing does not accelerate.
 const NEAR_BOTTLENECK: f64 = 1.15;
 
 /// The delay-based adaptive rate controller.
 ///
-/// Once per decision interval (about one smoothed RTT) it takes the smallest RTT sample of the
-/// interval (which filters jitter) minus the path's minimum RTT as the standing queueing delay:
+/// Several times per smoothed RTT it takes the smallest RTT sample since the last decision
+/// (which filters jitter) minus the path's minimum RTT as the standing queueing delay:
 /// - above the target: the bottleneck is saturated, so its rate is what the receiver acknowledged
 ///   over the last RTT (the delivery rate). The rate drops below that to drain the excess queue
 ///   within about one RTT, then holds for one RTT so the same queue is not punished twice;
 /// - below half the target: if the rate is under 95 % of the last measured bottleneck (a drain
-///   just ended) it goes straight back there; otherwise it probes up by `probe_gain` per
-///   decision, the step doubling every 8 flat decisions in a row (capped at `max_probe_gain`);
+///   just ended) it goes straight back there; otherwise it probes up by `probe_gain` per RTT,
+///   accelerating while the delay stays flat well above the old bottleneck;
 /// - in between: unchanged.
 ///
 /// Loss is not an input at all.
@@ -164,7 +179,11 @@ pub struct RateController {
     interval_min_rtt: Option<Duration>,
     next_decision: Option<Instant>,
     hold_until: Option<Instant>,
-    flat_decisions: u32,
+    /// Since when the delay has been flat (no queue), for accelerating the probe.
+    flat_since: Option<Instant>,
+    lost_blocks_since_decision: u64,
+    acked_blocks_since_decision: u64,
+    heavy_loss_before: bool,
     /// Delivery rate measured the last time a standing queue was seen.
     bottleneck_bps: Option<u64>,
     path_min_rtt: WindowedMin,
@@ -188,7 +207,10 @@ impl RateController {
             interval_min_rtt: None,
             next_decision: None,
             hold_until: None,
-            flat_decisions: 0,
+            flat_since: None,
+            lost_blocks_since_decision: 0,
+            acked_blocks_since_decision: 0,
+            heavy_loss_before: false,
             bottleneck_bps: None,
             path_min_rtt: WindowedMin::default(),
             delivery: VecDeque::new(),
@@ -226,17 +248,30 @@ impl RateController {
         self.limit_bps
     }
 
-    /// Feeds an ACK: the RTT sample it yielded (if any) and the running total of bytes acked.
+    /// Counts blocks the sender declared lost (only used to spot a sender overrunning a buffer
+    /// too shallow to show as delay; see `overrun_loss_fraction`).
+    pub fn on_blocks_lost(&mut self, blocks: u64) {
+        self.lost_blocks_since_decision += blocks;
+    }
+
+    /// Feeds an ACK: the RTT sample it yielded (if any), the blocks it newly acknowledged, and
+    /// the running total of bytes acked.
     pub fn on_ack(
         &mut self,
         now: Instant,
         sample: Option<Duration>,
         rtt: &RttEstimator,
+        newly_acked_blocks: u64,
         total_acked_bytes: u64,
     ) {
+        self.acked_blocks_since_decision += newly_acked_blocks;
         let smoothed = rtt.smoothed();
         let window = smoothed.clamp(Duration::from_millis(20), Duration::from_secs(1));
-        self.delivery.push_back((now, total_acked_bytes));
+        // ACKs before the first acknowledged byte (keepalives while data is still on its way)
+        // would make the delivery rate look lower than it is.
+        if total_acked_bytes > 0 {
+            self.delivery.push_back((now, total_acked_bytes));
+        }
         while let Some(&(oldest, _)) = self.delivery.front() {
             if now.saturating_duration_since(oldest) > window && self.delivery.len() > 2 {
                 self.delivery.pop_front();
@@ -252,7 +287,7 @@ impl RateController {
         if !self.config.adaptive {
             return;
         }
-        let interval = smoothed.clamp(
+        let interval = (smoothed / self.config.decisions_per_rtt.max(1)).clamp(
             self.config.min_decision_interval,
             self.config.max_decision_interval,
         );
@@ -272,14 +307,27 @@ impl RateController {
             return;
         };
         let queue_delay = interval_min.saturating_sub(path_min);
-        let target = self.config.target_queue_delay;
+        let target = (path_min / 4).clamp(
+            self.config.min_target_queue_delay,
+            self.config
+                .target_queue_delay
+                .max(self.config.min_target_queue_delay),
+        );
+        let lost = std::mem::take(&mut self.lost_blocks_since_decision);
+        let acked = std::mem::take(&mut self.acked_blocks_since_decision);
+        // Heavy loss must persist for two decisions in a row, over enough blocks to mean
+        // something, before it counts as an overrun.
+        let heavy_loss = lost + acked >= OVERRUN_MIN_BLOCKS
+            && lost as f64 > self.config.overrun_loss_fraction * (lost + acked) as f64;
+        let overrun = heavy_loss && self.heavy_loss_before;
+        self.heavy_loss_before = heavy_loss;
         let min_bps = self
             .config
             .min_kbps
             .saturating_mul(1000)
             .min(self.limit_bps);
-        if queue_delay > target {
-            self.flat_decisions = 0;
+        if queue_delay > target || overrun {
+            self.flat_since = None;
             if self.hold_until.is_some_and(|hold| now < hold) {
                 return;
             }
@@ -290,42 +338,46 @@ impl RateController {
             }
             let base = delivered.map_or(self.rate_bps, |d| d.min(self.rate_bps));
             // Send below it long enough to drain the excess queue in about one RTT.
-            let excess = (queue_delay - target).as_secs_f64();
+            let excess = queue_delay.saturating_sub(target).as_secs_f64();
             let drain_time = smoothed.max(Duration::from_millis(20)).as_secs_f64();
             let factor = (1.0 - excess / drain_time).clamp(0.5, 0.95);
             self.rate_bps = ((base as f64 * factor) as u64).clamp(min_bps, self.limit_bps);
             self.hold_until = Some(now + smoothed + interval);
         } else if queue_delay * 2 < target {
-            self.flat_decisions = self.flat_decisions.saturating_add(1);
+            let flat_since = *self.flat_since.get_or_insert(now);
             let resume_bps = self
                 .bottleneck_bps
                 .map_or(0, |bottleneck| (bottleneck as f64 * RESUME_FRACTION) as u64);
             if self.rate_bps < resume_bps {
                 // The queue has drained: go straight back to just under the known bottleneck.
                 self.rate_bps = resume_bps.clamp(min_bps, self.limit_bps);
-                self.flat_decisions = 0;
-            } else {
-                // Probe gently around the known bottleneck. Well above it (or with none known)
-                // double the step every 8 flat decisions in a row: the path gained capacity.
-                let near_bottleneck = self.bottleneck_bps.is_some_and(|bottleneck| {
-                    (self.rate_bps as f64) < bottleneck as f64 * NEAR_BOTTLENECK
-                });
-                if !near_bottleneck {
-                    // So far above the last bottleneck that it no longer describes the path.
-                    self.bottleneck_bps = None;
-                }
-                let doublings = if near_bottleneck {
-                    0
-                } else {
-                    (self.flat_decisions / 8).min(16)
-                };
-                let gain = (self.config.probe_gain * f64::from(1u32 << doublings))
-                    .min(self.config.max_probe_gain);
-                let raised = (self.rate_bps as f64 * (1.0 + gain)) as u64 + 8_000;
-                self.rate_bps = raised.clamp(min_bps, self.limit_bps);
+                self.flat_since = Some(now);
+                return;
             }
+            // Probe gently around the known bottleneck. Well above it (or with none known)
+            // double the step for every 8 RTTs of flat delay: the path gained capacity.
+            let near_bottleneck = self.bottleneck_bps.is_some_and(|bottleneck| {
+                (self.rate_bps as f64) < bottleneck as f64 * NEAR_BOTTLENECK
+            });
+            let doublings = if near_bottleneck {
+                0
+            } else {
+                // So far above the last bottleneck that it no longer describes the path.
+                self.bottleneck_bps = None;
+                let flat_rtts = now.saturating_duration_since(flat_since).as_secs_f64()
+                    / smoothed.max(Duration::from_millis(1)).as_secs_f64();
+                ((flat_rtts / 8.0) as u32).min(16)
+            };
+            let gain_per_rtt = (self.config.probe_gain * f64::from(1u32 << doublings))
+                .min(self.config.max_probe_gain);
+            let share_of_rtt = (interval.as_secs_f64()
+                / smoothed.max(Duration::from_millis(1)).as_secs_f64())
+            .min(1.0);
+            let raised =
+                (self.rate_bps as f64 * (1.0 + gain_per_rtt * share_of_rtt)) as u64 + 8_000;
+            self.rate_bps = raised.clamp(min_bps, self.limit_bps);
         } else {
-            self.flat_decisions = 0;
+            self.flat_since = None;
         }
     }
 
@@ -489,17 +541,17 @@ mod tests {
             let now = start + Duration::from_millis(step * 5);
             rtt.update(Duration::from_millis(50));
             acked += 62_500;
-            controller.on_ack(now, Some(Duration::from_millis(50)), &rtt, acked);
+            controller.on_ack(now, Some(Duration::from_millis(50)), &rtt, 45, acked);
             assert_eq!(controller.rate_bps(), 100_000_000);
         }
-        // Queue grows, delivery falls to 50 Mbit/s: within a few RTTs the rate drops below the
+        // Queue grows, delivery falls to 50 Mbit/s: within one RTT the rate drops below the
         // delivery rate (to drain the queue), but not recklessly.
-        for step in 200..260u64 {
+        for step in 200..220u64 {
             let now = start + Duration::from_millis(step * 5);
             let sample = Duration::from_millis(80);
             rtt.update(sample);
             acked += 31_250;
-            controller.on_ack(now, Some(sample), &rtt, acked);
+            controller.on_ack(now, Some(sample), &rtt, 22, acked);
         }
         assert!(
             controller.rate_bps() < 50_000_000,

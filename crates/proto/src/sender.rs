@@ -285,6 +285,7 @@ impl Sender {
         if let Some(sample) = sample {
             self.rtt.update(sample);
         }
+        let acked_before = self.stats.blocks_acked;
         if frame.complete {
             self.mark_acked(0..self.total_blocks);
         } else {
@@ -293,8 +294,13 @@ impl Sender {
                 self.mark_acked(range);
             }
         }
-        self.controller
-            .on_ack(now, sample, &self.rtt, self.stats.bytes_acked);
+        self.controller.on_ack(
+            now,
+            sample,
+            &self.rtt,
+            self.stats.blocks_acked - acked_before,
+            self.stats.bytes_acked,
+        );
         if self.is_complete() {
             self.close(CloseReason::Complete);
         }
@@ -352,7 +358,8 @@ impl Sender {
             self.sent_log.pop_front();
             let lost: Vec<Range<u64>> = self.acked.gaps(blocks).collect();
             for range in lost {
-                self.retransmit_queue.insert(range);
+                let newly_lost = self.retransmit_queue.insert(range);
+                self.controller.on_blocks_lost(newly_lost);
             }
         }
     }

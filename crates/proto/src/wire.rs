@@ -215,6 +215,10 @@ impl AckEncoder {
     ///
     /// Ranges must be disjoint, non-touching and above the `cumulative` passed to `finish`.
     pub fn try_push(&mut self, range: Range<u64>) -> bool {
+        if range.start >= range.end {
+            // Nothing to report; not a reason to stop filling.
+            return true;
+        }
         // gap <= start, so varint(start) bounds the encoded gap whatever the neighbours are.
         let cost = varint_len(range.start) + varint_len(range.end - range.start);
         if self.estimate + cost > self.budget || self.ranges.len() >= u16::MAX as usize {

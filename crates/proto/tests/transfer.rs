@@ -275,19 +275,37 @@ fn empty_and_one_byte_transfers_complete() {
     }
 }
 
+/// Tool, not a check: prints rate and queue over time for one bottleneck (SIM_* env vars).
 #[test]
 #[ignore]
 fn debug_bottleneck_timeline() {
-    let mut config = SimConfig::new(96 * MIB, 400_000, millis(30));
+    let env = |name: &str, default: u64| {
+        std::env::var(name)
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(default)
+    };
+    let mut config = SimConfig::new(
+        env("SIM_MIB", 96) * MIB,
+        env("SIM_TARGET_KBPS", 400_000),
+        millis(env("SIM_ONE_WAY_MS", 30)),
+    );
     config.forward = LinkConfig {
-        rate_bps: Some(100_000_000),
-        buffer: millis(60),
+        rate_bps: Some(env("SIM_LINK_BPS", 100_000_000)),
+        buffer: millis(env("SIM_BUFFER_MS", 60)),
         jitter: Duration::from_micros(300),
-        ..LinkConfig::ideal(millis(30))
+        ..LinkConfig::ideal(millis(env("SIM_ONE_WAY_MS", 30)))
     };
     let result = run(config);
     report("bottleneck", &result);
-    for (index, bucket) in result.forward.queue_buckets.iter().enumerate().step_by(2) {
+    let step = env("SIM_STEP", 2) as usize;
+    for (index, bucket) in result
+        .forward
+        .queue_buckets
+        .iter()
+        .enumerate()
+        .step_by(step)
+    {
         let t = Duration::from_millis(index as u64 * 100);
         eprintln!(
             "{:>5}ms rate {:>6.1} Mbit/s queue mean {:>6}us max {:>6}us",
@@ -299,6 +317,7 @@ fn debug_bottleneck_timeline() {
     }
 }
 
+/// Tool, not a check: the 1 GiB / 200 ms / 2 % case under other seeds.
 #[test]
 #[ignore]
 fn debug_seed_sweep() {
@@ -312,5 +331,167 @@ fn debug_seed_sweep() {
         };
         let result = run(config);
         report(&format!("seed {seed}"), &result);
+    }
+}
+
+/// Tool, not a check: prints goodput, retransmissions and queueing for harder paths.
+#[test]
+#[ignore]
+fn debug_scenarios() {
+    struct Scenario {
+        name: &'static str,
+        size: u64,
+        target_kbps: u64,
+        one_way_ms: u64,
+        loss: f64,
+        ack_loss: f64,
+        jitter_ms: u64,
+        link_bps: Option<u64>,
+        buffer_ms: u64,
+    }
+    let scenarios = [
+        Scenario {
+            name: "500M link, 1G target, 1% loss, 100ms",
+            size: 256 * MIB,
+            target_kbps: 1_000_000,
+            one_way_ms: 50,
+            loss: 0.01,
+            ack_loss: 0.01,
+            jitter_ms: 1,
+            link_bps: Some(500_000_000),
+            buffer_ms: 50,
+        },
+        Scenario {
+            name: "heavy jitter 5ms",
+            size: 128 * MIB,
+            target_kbps: 300_000,
+            one_way_ms: 40,
+            loss: 0.0,
+            ack_loss: 0.0,
+            jitter_ms: 5,
+            link_bps: Some(500_000_000),
+            buffer_ms: 50,
+        },
+        Scenario {
+            name: "10% ack loss",
+            size: 128 * MIB,
+            target_kbps: 300_000,
+            one_way_ms: 40,
+            loss: 0.02,
+            ack_loss: 0.10,
+            jitter_ms: 1,
+            link_bps: None,
+            buffer_ms: 50,
+        },
+        Scenario {
+            name: "1s RTT 5% loss",
+            size: 256 * MIB,
+            target_kbps: 500_000,
+            one_way_ms: 500,
+            loss: 0.05,
+            ack_loss: 0.05,
+            jitter_ms: 1,
+            link_bps: Some(1_000_000_000),
+            buffer_ms: 50,
+        },
+        Scenario {
+            name: "30% loss 1s RTT",
+            size: 64 * MIB,
+            target_kbps: 200_000,
+            one_way_ms: 500,
+            loss: 0.30,
+            ack_loss: 0.30,
+            jitter_ms: 1,
+            link_bps: None,
+            buffer_ms: 50,
+        },
+        Scenario {
+            name: "1 Mbit/s",
+            size: MIB,
+            target_kbps: 1_000,
+            one_way_ms: 50,
+            loss: 0.01,
+            ack_loss: 0.01,
+            jitter_ms: 1,
+            link_bps: None,
+            buffer_ms: 50,
+        },
+        Scenario {
+            name: "10M bottleneck, 1G target, 300ms",
+            size: 32 * MIB,
+            target_kbps: 1_000_000,
+            one_way_ms: 150,
+            loss: 0.0,
+            ack_loss: 0.0,
+            jitter_ms: 1,
+            link_bps: Some(10_000_000),
+            buffer_ms: 100,
+        },
+        Scenario {
+            name: "LAN 2G target 1G link 0.1ms",
+            size: 512 * MIB,
+            target_kbps: 2_000_000,
+            one_way_ms: 0,
+            loss: 0.0,
+            ack_loss: 0.0,
+            jitter_ms: 0,
+            link_bps: Some(1_000_000_000),
+            buffer_ms: 5,
+        },
+        Scenario {
+            name: "LAN 2G target 1G link 1ms buffer",
+            size: 512 * MIB,
+            target_kbps: 2_000_000,
+            one_way_ms: 0,
+            loss: 0.0,
+            ack_loss: 0.0,
+            jitter_ms: 0,
+            link_bps: Some(1_000_000_000),
+            buffer_ms: 1,
+        },
+        Scenario {
+            name: "40% loss 100ms",
+            size: 64 * MIB,
+            target_kbps: 200_000,
+            one_way_ms: 50,
+            loss: 0.40,
+            ack_loss: 0.10,
+            jitter_ms: 1,
+            link_bps: None,
+            buffer_ms: 50,
+        },
+    ];
+    for scenario in scenarios {
+        let mut config = SimConfig::new(
+            scenario.size,
+            scenario.target_kbps,
+            millis(scenario.one_way_ms),
+        );
+        config.forward = LinkConfig {
+            loss: scenario.loss,
+            jitter: millis(scenario.jitter_ms),
+            rate_bps: scenario.link_bps,
+            buffer: millis(scenario.buffer_ms),
+            ..LinkConfig::ideal(millis(scenario.one_way_ms))
+        };
+        config.backward = LinkConfig {
+            loss: scenario.ack_loss,
+            jitter: millis(scenario.jitter_ms),
+            ..LinkConfig::ideal(millis(scenario.one_way_ms))
+        };
+        config.time_limit = Duration::from_secs(600);
+        let result = run(config);
+        result.assert_data_intact();
+        let elapsed = result.sender_complete_at.unwrap();
+        eprintln!(
+            "{:<40} goodput {:>7.1} Mbit/s, mean rate 2nd half {:>7.1}, retrans {:.3}, queue drops {}, mean queue {:?}, max queue {:?}",
+            scenario.name,
+            result.goodput_bps() / 1e6,
+            result.mean_rate_bps(elapsed / 2, elapsed) / 1e6,
+            result.sender.blocks_retransmitted as f64 / result.sender.total_blocks as f64,
+            result.forward.queue_drops,
+            result.forward.mean_queue_delay(elapsed / 2, elapsed),
+            result.forward.max_queue_delay_between(elapsed / 2, elapsed),
+        );
     }
 }
