@@ -65,6 +65,35 @@ pub enum Role {
     Receiver,
 }
 
+/// The cipher level and the session secret both ends agreed on over the HTTPS API.
+#[derive(Clone, Copy)]
+pub struct SessionSecret<'a> {
+    /// Protection level of every datagram of the session.
+    pub level: CipherLevel,
+    /// At least 16 bytes of shared secret (ignored at level 0).
+    pub key: &'a [u8],
+}
+
+impl std::fmt::Debug for SessionSecret<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never print the key.
+        f.debug_struct("SessionSecret")
+            .field("level", &self.level)
+            .field("key", &format_args!("<{} bytes>", self.key.len()))
+            .finish()
+    }
+}
+
+impl SessionSecret<'static> {
+    /// Level 0: no secret needed.
+    pub fn plaintext() -> Self {
+        SessionSecret {
+            level: CipherLevel::None,
+            key: &[],
+        }
+    }
+}
+
 /// Errors building a [`PacketProtection`].
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum CryptoError {

@@ -19,7 +19,7 @@ pub mod wire;
 pub use config::{ParamsError, TransferParams, TransportConfig};
 pub use crypto::{
     CipherLevel, CryptoError, DropCounters, DropReason, PacketNumbersExhausted, PacketProtection,
-    ReplayWindow, Role,
+    ReplayWindow, Role, SessionSecret,
 };
 pub use file_space::{FileSegment, FileSpace, SizeOverflow};
 pub use range_set::RangeSet;

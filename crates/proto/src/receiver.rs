@@ -6,7 +6,10 @@
 //! [`Receiver::next_timeout`].
 
 use crate::config::{TransferParams, TransportConfig};
-use crate::crypto::{DropCounters, DropReason, PacketNumbersExhausted, PacketProtection};
+use crate::crypto::{
+    CryptoError, DropCounters, DropReason, PacketNumbersExhausted, PacketProtection, Role,
+    SessionSecret,
+};
 use crate::range_set::RangeSet;
 use crate::transmit::{Transmit, TransmitKind};
 use crate::wire::{AckEncoder, CloseReason, DataFields, PacketType, TimestampEcho, HEADER_LEN};
@@ -113,15 +116,18 @@ impl std::fmt::Debug for Receiver {
 }
 
 impl Receiver {
-    /// A receiver for `params`. Its first ACK (announcing the window) is due at once.
+    /// A receiver for `params`. Its first ACK (announcing the window) is due at once. Fails
+    /// only when the secret is unusable for its level (key shorter than 16 bytes).
     pub fn new(
         params: TransferParams,
         config: TransportConfig,
-        protection: PacketProtection,
+        secret: SessionSecret<'_>,
         now: Instant,
-    ) -> Self {
+    ) -> Result<Self, CryptoError> {
+        let protection =
+            PacketProtection::new(secret.level, secret.key, params.session_id, Role::Receiver)?;
         let total_blocks = params.total_blocks();
-        Receiver {
+        Ok(Receiver {
             params,
             total_blocks,
             received: RangeSet::new(),
@@ -142,7 +148,7 @@ impl Receiver {
             },
             protection,
             config,
-        }
+        })
     }
 
     /// Resumes from a checkpoint: these blocks are already safely stored.

@@ -6,7 +6,7 @@
 //! [`Sender::next_timeout`].
 
 use crate::config::{TransferParams, TransportConfig};
-use crate::crypto::{DropCounters, DropReason, PacketProtection};
+use crate::crypto::{CryptoError, DropCounters, DropReason, PacketProtection, Role, SessionSecret};
 use crate::range_set::RangeSet;
 use crate::rate::{Pacer, RateController, RateLimits, RttEstimator};
 use crate::transmit::{Transmit, TransmitKind};
@@ -126,19 +126,22 @@ impl std::fmt::Debug for Sender {
 }
 
 impl Sender {
-    /// A sender for `params`, sending at most at `limits`, starting at `now`.
+    /// A sender for `params`, sending at most at `limits`, starting at `now`. Fails only when
+    /// the secret is unusable for its level (key shorter than 16 bytes).
     pub fn new(
         params: TransferParams,
         config: TransportConfig,
         limits: RateLimits,
-        protection: PacketProtection,
+        secret: SessionSecret<'_>,
         now: Instant,
-    ) -> Self {
+    ) -> Result<Self, CryptoError> {
+        let protection =
+            PacketProtection::new(secret.level, secret.key, params.session_id, Role::Sender)?;
         let total_blocks = params.total_blocks();
         let controller = RateController::new(config.rate_control.clone(), limits);
         // An empty transfer is complete before it starts; it only sends its CLOSE.
         let close_reason = (total_blocks == 0).then_some(CloseReason::Complete);
-        Sender {
+        Ok(Sender {
             params,
             total_blocks,
             acked: RangeSet::new(),
@@ -165,7 +168,7 @@ impl Sender {
             },
             protection,
             config,
-        }
+        })
     }
 
     /// Resumes from a checkpoint: blocks already acknowledged in an earlier run are not sent.

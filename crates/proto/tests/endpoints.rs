@@ -9,7 +9,7 @@ use rand::{Rng, SeedableRng};
 use slipstream_proto::wire::{AckFrame, Header, HEADER_LEN};
 use slipstream_proto::{
     CipherLevel, PacketProtection, PacketType, RangeSet, RateLimits, ReceiveOutcome, Receiver,
-    Role, Sender, TransferParams, Transmit, TransmitKind, TransportConfig,
+    Role, Sender, SessionSecret, TransferParams, Transmit, TransmitKind, TransportConfig,
 };
 use std::time::{Duration, Instant};
 
@@ -24,19 +24,16 @@ fn endpoints(
 ) -> (Sender, Receiver) {
     let block_size = TransferParams::block_size_for_datagram(1400, level).unwrap();
     let params = TransferParams::new(SESSION, total_len, block_size).unwrap();
+    let secret = SessionSecret { level, key: &KEY };
     let sender = Sender::new(
         params,
         config.clone(),
         RateLimits::transfer(1_000_000),
-        PacketProtection::new(level, &KEY, SESSION, Role::Sender).unwrap(),
+        secret,
         now,
-    );
-    let receiver = Receiver::new(
-        params,
-        config,
-        PacketProtection::new(level, &KEY, SESSION, Role::Receiver).unwrap(),
-        now,
-    );
+    )
+    .unwrap();
+    let receiver = Receiver::new(params, config, secret, now).unwrap();
     (sender, receiver)
 }
 

@@ -9,8 +9,8 @@
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use slipstream_proto::{
-    BlockSink, BlockSource, CipherLevel, PacketProtection, RangeSet, RateLimits, Receiver,
-    ReceiverStats, Role, Sender, SenderStats, SinkFull, TransferParams, TransportConfig,
+    BlockSink, BlockSource, CipherLevel, RangeSet, RateLimits, Receiver, ReceiverStats, Sender,
+    SenderStats, SessionSecret, SinkFull, TransferParams, TransportConfig,
 };
 use std::cmp::Ordering;
 use std::collections::BinaryHeap;
@@ -503,21 +503,20 @@ pub fn run(config: SimConfig) -> SimResult {
         TransferParams::block_size_for_datagram(config.max_datagram_size, config.cipher)
             .expect("datagram size");
     let params = TransferParams::new(SESSION_ID, config.total_len, block_size).expect("params");
-    let protection =
-        |role| PacketProtection::new(config.cipher, &SESSION_KEY, SESSION_ID, role).expect("keys");
+    let secret = SessionSecret {
+        level: config.cipher,
+        key: &SESSION_KEY,
+    };
     let mut sender = Sender::new(
         params,
         config.transport.clone(),
         config.limits,
-        protection(Role::Sender),
+        secret,
         base,
-    );
-    let mut receiver = Receiver::new(
-        params,
-        config.transport.clone(),
-        protection(Role::Receiver),
-        base,
-    );
+    )
+    .expect("sender");
+    let mut receiver =
+        Receiver::new(params, config.transport.clone(), secret, base).expect("receiver");
     let mut sink = VerifyingSink::new(config.sink);
     let mut source = PatternSource;
     let mut forward = Link::new(config.forward.clone());
