@@ -3,9 +3,10 @@
 #   - an S3 server (SeaweedFS "weed mini", from PyPI) on plain HTTP and on HTTPS with a
 #     self-signed CA, with fixed test keys and an STS role for session-token tests;
 #   - an HTTP proxy with a password (tinyproxy, from Debian).
-# usage: scripts/test-services.sh start|stop|env
+# usage: scripts/test-services.sh start|stop|status|env
 #   start  installs what is missing, starts both services with fresh data, waits until ready
 #   stop   stops them by process id
+#   status exits 0 when both services are running
 #   env    prints `export` lines for the tests (eval "$(scripts/test-services.sh env)")
 set -euo pipefail
 
@@ -180,5 +181,10 @@ case "${1:-}" in
   start) mkdir -p "$BASE"; start_s3; start_proxy ;;
   stop) stop_pidfile "$BASE/proxy.pid"; stop_pidfile "$BASE/s3.pid" ;;
   env) print_env ;;
-  *) echo "usage: $0 start|stop|env" >&2; exit 2 ;;
+  status)
+    is_running "$(cat "$BASE/s3.pid" 2>/dev/null || echo 0)" &&
+      is_running "$(cat "$BASE/proxy.pid" 2>/dev/null || echo 0)" &&
+      signed_list_ok "http://127.0.0.1:$S3_PORT/"
+    ;;
+  *) echo "usage: $0 start|stop|status|env" >&2; exit 2 ;;
 esac
