@@ -102,7 +102,7 @@ impl TransferParams {
 #[derive(Debug, Clone, PartialEq)]
 pub struct TransportConfig {
     /// Flow-control credit in bytes before the first ACK: the receiver's sink must be able to
-    /// take this much as soon as the transfer starts.
+    /// take this much (or one block, if that is more) as soon as the transfer starts.
     pub initial_window: u64,
     /// Longest the receiver waits before acknowledging received data. The sender adds it to its
     /// retransmission timeout.
@@ -129,6 +129,14 @@ pub struct TransportConfig {
     pub source_retry_interval: Duration,
     /// Sender: rate controller tuning.
     pub rate_control: RateControlConfig,
+}
+
+impl TransportConfig {
+    /// The initial window both ends actually use: never less than one block, so a transfer can
+    /// always start.
+    pub fn effective_initial_window(&self, params: &TransferParams) -> u64 {
+        self.initial_window.max(params.block_size as u64)
+    }
 }
 
 impl Default for TransportConfig {

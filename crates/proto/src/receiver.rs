@@ -133,7 +133,7 @@ impl Receiver {
             received: RangeSet::new(),
             unreported: RangeSet::new(),
             bytes_received: 0,
-            flow_limit: config.initial_window,
+            flow_limit: config.effective_initial_window(&params),
             advertised_limit: 0,
             last_data: None,
             ack_due: Some(now),
@@ -164,7 +164,7 @@ impl Receiver {
         self.stats.bytes_received = self.bytes_received;
         self.flow_limit = self
             .flow_limit
-            .max(self.bytes_received + self.config.initial_window);
+            .max(self.bytes_received + self.config.effective_initial_window(&self.params));
     }
 
     /// The transfer parameters.

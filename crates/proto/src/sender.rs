@@ -151,7 +151,7 @@ impl Sender {
             new_cursor: 0,
             unique_bytes_sent: 0,
             sent_log: VecDeque::new(),
-            flow_limit: config.initial_window,
+            flow_limit: config.effective_initial_window(&params),
             rtt: RttEstimator::new(config.initial_rtt),
             controller,
             pacer: Pacer::new(now, config.max_pacing_burst),

@@ -495,3 +495,65 @@ fn debug_scenarios() {
         );
     }
 }
+
+#[test]
+fn randomized_small_transfers_always_complete_intact() {
+    const LOSS_MAX: f64 = 0.5;
+    use rand::rngs::StdRng;
+    use rand::{Rng, SeedableRng};
+    let mut rng = StdRng::seed_from_u64(2024);
+    for seed in 0..300 {
+        let size = rng.gen_range(0..400_000u64);
+        let rate_kbps = rng.gen_range(1_000..200_000u64);
+        let one_way = Duration::from_micros(rng.gen_range(0..80_000));
+        let mut config = SimConfig::new(size, rate_kbps, one_way);
+        config.seed = seed;
+        config.max_datagram_size = rng.gen_range(200..=1472);
+        config.cipher = match rng.gen_range(0..4) {
+            0 => CipherLevel::None,
+            1 => CipherLevel::AuthenticatedOnly,
+            2 => CipherLevel::Aes128Gcm,
+            _ => CipherLevel::Aes256Gcm,
+        };
+        config.transport.max_ack_datagram_size = rng.gen_range(80..=1400);
+        config.transport.ack_every_packets = rng.gen_range(1..=256);
+        config.transport.tail_copies = rng.gen_bool(0.5);
+        if rng.gen_bool(0.3) {
+            // A slow sink with a small window.
+            let window = rng.gen_range(2_000..2_000_000u64);
+            config.transport.initial_window = window;
+            config.sink = SinkModel::Slow {
+                capacity: window + rng.gen_range(0..window),
+                drain_bps: rng.gen_range(500_000..100_000_000),
+            };
+        }
+        let impaired = |rng: &mut StdRng, cipher: CipherLevel| LinkConfig {
+            loss: rng.gen_range(0.0..LOSS_MAX),
+            duplicate: rng.gen_range(0.0..0.05),
+            reorder: rng.gen_range(0.0..0.1),
+            reorder_delay: Duration::from_micros(rng.gen_range(0..20_000)),
+            jitter: Duration::from_micros(rng.gen_range(0..5_000)),
+            // Without a tag, a flipped bit would be delivered as data: corrupt only with one.
+            corrupt: if cipher == CipherLevel::None {
+                0.0
+            } else {
+                rng.gen_range(0.0..0.05)
+            },
+            rate_bps: rng
+                .gen_bool(0.5)
+                .then(|| rng.gen_range(1_000_000..300_000_000)),
+            buffer: Duration::from_micros(rng.gen_range(1_000..100_000)),
+            ..LinkConfig::ideal(one_way)
+        };
+        config.forward = impaired(&mut rng, config.cipher);
+        config.backward = impaired(&mut rng, config.cipher);
+        config.time_limit = Duration::from_secs(300);
+        let description = format!("{config:?}");
+        let result = run(config);
+        assert!(
+            result.sender_complete_at.is_some() && result.receiver_complete_at.is_some(),
+            "seed {seed} did not complete: {description}"
+        );
+        result.assert_data_intact();
+    }
+}
