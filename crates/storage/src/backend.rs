@@ -1,7 +1,8 @@
 //! The [`Backend`] trait: what every sandbox type (File, S3, Memory in tests) offers, over paths
 //! relative to its own root. Backends never see user paths: [`crate::vfs`] resolves those.
 
-use crate::error::StorageResult;
+use crate::data::{FileSink, ObjectReader, SinkOptions};
+use crate::error::{StorageError, StorageResult};
 use crate::path::RelPath;
 use async_trait::async_trait;
 use serde::Serialize;
@@ -87,4 +88,29 @@ pub trait Backend: Send + Sync + std::fmt::Debug {
 
     /// Removes a file, or a folder (only when empty unless `recursive`). The root cannot be removed.
     async fn remove(&self, path: &RelPath, recursive: bool) -> StorageResult<()>;
+
+    /// Opens a file for reading at any offset (the sending side of a transfer).
+    async fn open_reader(&self, path: &RelPath) -> StorageResult<Box<dyn ObjectReader>> {
+        Err(StorageError::Backend(format!(
+            "{}: {} sandboxes cannot be read by transfers",
+            path,
+            self.type_name()
+        )))
+    }
+
+    /// Opens a sink that receives the file at `path` (the receiving side of a transfer). The
+    /// parent folder must exist. Conflicts with an existing file under `options.overwrite` are
+    /// reported here (`Conflict`), before any byte is written.
+    async fn create_sink(
+        &self,
+        path: &RelPath,
+        options: SinkOptions,
+    ) -> StorageResult<Box<dyn FileSink>> {
+        let _ = options;
+        Err(StorageError::Backend(format!(
+            "{}: {} sandboxes cannot receive transfers",
+            path,
+            self.type_name()
+        )))
+    }
 }
