@@ -110,6 +110,20 @@ impl RangeSet {
         if range.start >= range.end {
             return 0;
         }
+        // Fast path: extending (or landing inside) the highest range, the common case when
+        // blocks are sent or arrive mostly in order.
+        if let Some(mut last) = self.ranges.last_entry() {
+            let (last_start, last_end) = (*last.key(), *last.get());
+            if last_start <= range.start && range.start <= last_end {
+                if range.end <= last_end {
+                    return 0;
+                }
+                *last.get_mut() = range.end;
+                let added = range.end - last_end;
+                self.covered += added;
+                return added;
+            }
+        }
         let mut start = range.start;
         let mut end = range.end;
         let mut already_covered = 0;

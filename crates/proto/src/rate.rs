@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 ///
 /// Names follow the API: `sendRate` (per transfer), `sendRateMax` (per destination) and the
 /// server-wide outgoing limit. The engine computes the server share (e.g. with borrowing).
+/// `None` means no cap; a cap of 0 is treated as 1 kbit/s (the sender never stops entirely).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct RateLimits {
     /// Per-transfer `sendRate`.
@@ -517,6 +518,26 @@ mod tests {
             half,
         );
         assert_eq!(min.value(), Some(Duration::from_millis(80)));
+    }
+
+    #[test]
+    fn fixed_rate_mode_ignores_delay() {
+        let start = Instant::now();
+        let config = RateControlConfig {
+            adaptive: false,
+            ..RateControlConfig::default()
+        };
+        let mut controller = RateController::new(config, RateLimits::transfer(50_000));
+        let mut rtt = RttEstimator::new(Duration::from_millis(50));
+        for step in 0..400u64 {
+            let sample = Duration::from_millis(50 + step);
+            rtt.update(sample);
+            let now = start + Duration::from_millis(step * 5);
+            controller.on_ack(now, Some(sample), &rtt, 10, step * 10_000);
+        }
+        assert_eq!(controller.rate_bps(), 50_000_000);
+        controller.set_limits(RateLimits::transfer(80_000));
+        assert_eq!(controller.rate_bps(), 80_000_000);
     }
 
     #[test]
