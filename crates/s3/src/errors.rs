@@ -81,6 +81,15 @@ pub(crate) fn describe<E>(err: &SdkError<E, HttpResponse>, target: &Target) -> S
 where
     E: ProvideErrorMetadata + Error + 'static,
 {
+    if !matches!(err, SdkError::ServiceError(_)) && t_is_ambient(target) {
+        let text = chain_text(err);
+        if text.contains("loading credentials") || text.contains("no credentials") {
+            return format!(
+                "no accessKeyId/secretKey are set and the server has no AWS credentials of its \
+                 own: set accessKeyId and secretKey ({text})"
+            );
+        }
+    }
     match err {
         SdkError::ServiceError(e) => {
             let failure = ServiceFailure::from_response(e.raw(), e.err().code(), e.err().message());
@@ -99,17 +108,7 @@ where
             let timeout = e.is_timeout();
             transport_message(err, timeout, target)
         }
-        other => {
-            let text = chain_text(other);
-            if t_is_ambient(target) && text.to_ascii_lowercase().contains("credential") {
-                format!(
-                    "no accessKeyId/secretKey are set and the server has no AWS credentials of \
-                     its own: set accessKeyId and secretKey ({text})"
-                )
-            } else {
-                format!("S3 request failed: {text}")
-            }
-        }
+        other => format!("S3 request failed: {}", chain_text(other)),
     }
 }
 

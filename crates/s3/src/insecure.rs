@@ -351,10 +351,32 @@ impl HttpConnector for InsecureClient {
             match response.await {
                 Ok(response) => HttpResponse::try_from(response.map(SdkBody::from_body_1_x))
                     .map_err(|e| ConnectorError::other(e.into(), None)),
-                Err(e) if e.is_connect() => Err(ConnectorError::io(e.into())),
-                Err(e) => Err(ConnectorError::other(e.into(), None)),
+                Err(e) => Err(classify(e)),
             }
         })
+    }
+}
+
+/// Sorts client errors the way the SDK's own connector does, so that retries behave alike:
+/// connect failures, closed or half-read connections (a proxy that closed a pooled
+/// connection) and I/O errors are transient I/O errors.
+fn classify(e: hyper_util::client::legacy::Error) -> ConnectorError {
+    let mut transient = e.is_connect();
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&e);
+    while let Some(err) = source {
+        if let Some(h) = err.downcast_ref::<hyper::Error>() {
+            if h.is_timeout() {
+                return ConnectorError::timeout(e.into());
+            }
+            transient |= h.is_closed() || h.is_canceled() || h.is_incomplete_message();
+        }
+        transient |= err.is::<io::Error>();
+        source = err.source();
+    }
+    if transient {
+        ConnectorError::io(e.into())
+    } else {
+        ConnectorError::other(e.into(), None)
     }
 }
 

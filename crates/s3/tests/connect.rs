@@ -18,10 +18,17 @@ async fn works(cfg: &S3Config) {
     let b = S3Backend::new(cfg).unwrap();
     let name = format!("f{}", std::process::id());
     let path = RelPath::parse(&name).unwrap();
-    b.create_file(&path).await.unwrap();
-    let page = b.list(&RelPath::root(), 100, None).await.unwrap();
+    b.create_file(&path)
+        .await
+        .unwrap_or_else(|e| panic!("create_file: {e}"));
+    let page = b
+        .list(&RelPath::root(), 100, None)
+        .await
+        .unwrap_or_else(|e| panic!("list: {e}"));
     assert!(page.entries.iter().any(|e| e.name == name));
-    b.remove(&path, false).await.unwrap();
+    b.remove(&path, false)
+        .await
+        .unwrap_or_else(|e| panic!("remove: {e}"));
 }
 
 /// Probes and returns the error message (the probe must fail).
