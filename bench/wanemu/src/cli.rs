@@ -101,6 +101,10 @@ pub struct RunArgs {
     /// Most packets read in one go before releasing due ones.
     #[arg(long, default_value_t = 64)]
     pub batch: usize,
+    /// Do not use TUN offloads (vnet headers, TSO): every wire packet is a separate read and
+    /// write. Slower; for comparison, or kernels where TUNSETOFFLOAD fails.
+    #[arg(long)]
+    pub no_offload: bool,
     /// Stop by itself after this many seconds (0 = run until SIGINT/SIGTERM).
     #[arg(long, default_value_t = 0.0)]
     pub duration_s: f64,

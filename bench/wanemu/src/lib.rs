@@ -8,6 +8,7 @@
 //! * [`model`] — the per-direction impairment model (sans-IO, time passed in);
 //! * [`ring`] — preallocated packet buffers in FIFO order;
 //! * [`pump`] — model + ring + counters behind read/write closures;
+//! * [`gso`] — TCP segmentation of TUN super-packets and merging on the way out;
 //!
 //! and the parts that need root are thin:
 //!
@@ -18,6 +19,7 @@
 //! * [`cli`] — flags.
 
 pub mod cli;
+pub mod gso;
 pub mod model;
 pub mod netns;
 pub mod pump;

@@ -103,7 +103,7 @@ fn run(a: &RunArgs) -> Res<()> {
     let mut tuns = Vec::with_capacity(2);
     for (ns, dev, mine, peer) in sides {
         ip(&["-n", ns, "link", "set", "lo", "up"])?;
-        tuns.push(netns::open_tun_in(ns, dev)?);
+        tuns.push(netns::open_tun_in(ns, dev, !a.no_offload)?);
         let (mtu, qlen) = (a.mtu.to_string(), a.txqueuelen.to_string());
         ip(&[
             "-n",
@@ -126,16 +126,19 @@ fn run(a: &RunArgs) -> Res<()> {
     }
 
     let (a2b_cfg, b2a_cfg) = (a.a2b(), a.b2a());
+    // MTU + vnet header, rounded up with room to spare.
     let slot_size = a.mtu as usize + 64;
     let pump_a2b = Pump::new(
         Link::new(&a2b_cfg, SplitMix64::derive(a.seed, 0)),
         a.slots_for(&a2b_cfg),
         slot_size,
+        !a.no_offload,
     );
     let pump_b2a = Pump::new(
         Link::new(&b2a_cfg, SplitMix64::derive(a.seed, 1)),
         a.slots_for(&b2a_cfg),
         slot_size,
+        !a.no_offload,
     );
     let io_a2b = RelayIo {
         ingress: tuns[0].raw(),

@@ -154,14 +154,14 @@ where
 
 /// Creates TUN device `dev` inside namespace `ns`. IPv6 is switched off in that namespace first,
 /// so the kernel sends no router solicitations or DAD probes through the emulated path.
-pub fn open_tun_in(ns: &str, dev: &str) -> Result<Tun, NsError> {
+pub fn open_tun_in(ns: &str, dev: &str, offload: bool) -> Result<Tun, NsError> {
     in_namespace(ns, || {
         // /proc/sys/net is per namespace and resolved for the calling thread. Failure only
         // means there is no IPv6 in this kernel, which is fine.
         for key in ["all", "default"] {
             let _ = std::fs::write(format!("/proc/sys/net/ipv6/conf/{key}/disable_ipv6"), "1");
         }
-        Tun::open(dev)
+        Tun::open(dev, offload)
     })
 }
 

@@ -85,8 +85,8 @@ pub fn run(
     let batch = io.batch.max(1);
     while !stop.load(Ordering::Relaxed) {
         let now = now_ns(origin);
-        if pump.release(now.saturating_add(EARLY_RELEASE_NS), |p| {
-            write_fd(io.egress, p)
+        if pump.release(now.saturating_add(EARLY_RELEASE_NS), |iov| {
+            write_fd(io.egress, iov)
         }) == Released::Blocked
         {
             if let Err(e) = wait(io.egress, libc::POLLOUT, BLOCKED_RETRY) {

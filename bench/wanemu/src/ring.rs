@@ -10,6 +10,7 @@
 pub struct PacketRing {
     data: Vec<u8>,
     due: Vec<u64>,
+    tag: Vec<u64>,
     len: Vec<u32>,
     slot_size: usize,
     head: usize,
@@ -25,6 +26,7 @@ impl PacketRing {
         Self {
             data: vec![0; slots * slot_size],
             due: vec![0; slots],
+            tag: vec![0; slots],
             len: vec![0; slots],
             slot_size,
             head: 0,
@@ -70,11 +72,18 @@ impl PacketRing {
     /// Queues the packet last read into [`spare`](Self::spare) (`len` bytes, due at `due_ns`).
     /// Returns false (and queues nothing) when the ring is full or `len` exceeds the slot.
     pub fn commit(&mut self, len: usize, due_ns: u64) -> bool {
+        self.commit_tagged(len, due_ns, 0)
+    }
+
+    /// Like [`commit`](Self::commit), with a caller-defined tag kept alongside the packet (the
+    /// relay uses it to recognise consecutive segments of one TCP super-packet).
+    pub fn commit_tagged(&mut self, len: usize, due_ns: u64, tag: u64) -> bool {
         if self.is_full() || len > self.slot_size {
             return false;
         }
         let i = (self.head + self.count) % self.capacity();
         self.due[i] = due_ns;
+        self.tag[i] = tag;
         // len <= slot_size, and slot sizes are a few KiB, so this fits in u32.
         self.len[i] = len as u32;
         self.count += 1;
@@ -93,6 +102,29 @@ impl PacketRing {
         }
         let start = self.head * self.slot_size;
         Some(&self.data[start..start + self.len[self.head] as usize])
+    }
+
+    /// The `k`-th oldest packet: (due time, tag, bytes).
+    pub fn entry(&self, k: usize) -> Option<(u64, u64, &[u8])> {
+        if k >= self.count {
+            return None;
+        }
+        let i = (self.head + k) % self.capacity();
+        let start = i * self.slot_size;
+        Some((
+            self.due[i],
+            self.tag[i],
+            &self.data[start..start + self.len[i] as usize],
+        ))
+    }
+
+    /// Removes the `n` oldest packets (or all, if fewer are queued).
+    pub fn pop_n(&mut self, n: usize) {
+        let n = n.min(self.count);
+        if n > 0 {
+            self.head = (self.head + n) % self.capacity();
+            self.count -= n;
+        }
     }
 
     /// Removes the oldest packet (no-op when empty).
@@ -158,6 +190,30 @@ mod tests {
         assert_eq!(r.peek_due(0), Some(&[1u8; 4][..]));
         r.pop();
         assert_eq!(r.peek_due(0), Some(&[2u8; 4][..]));
+    }
+
+    #[test]
+    fn entries_and_tags_by_position() {
+        let mut r = PacketRing::new(3, 4);
+        for t in 0..2u64 {
+            r.pop();
+            for k in 0..3u64 {
+                assert!(r.spare().is_some());
+                assert!(r.commit_tagged(1 + k as usize, 10 * k, 100 * t + k));
+            }
+            assert_eq!(
+                r.entry(1).map(|(d, tag, b)| (d, tag, b.len())),
+                Some((10, 100 * t + 1, 2))
+            );
+            assert_eq!(r.entry(3), None);
+            r.pop_n(2);
+            assert_eq!(
+                r.entry(0).map(|(d, tag, _)| (d, tag)),
+                Some((20, 100 * t + 2))
+            );
+        }
+        r.pop_n(10);
+        assert!(r.is_empty());
     }
 
     #[test]
