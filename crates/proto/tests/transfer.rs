@@ -557,3 +557,57 @@ fn randomized_small_transfers_always_complete_intact() {
         result.assert_data_intact();
     }
 }
+
+#[test]
+fn two_transfers_share_a_bottleneck_without_starving() {
+    for seed in 1..=3 {
+        share_a_bottleneck(seed);
+    }
+}
+
+fn share_a_bottleneck(seed: u64) {
+    // Two 400 Mbit/s targets through one 100 Mbit/s bottleneck; the second joins after 1 s.
+    let mut config = SimConfig::new(48 * MIB, 400_000, millis(20));
+    config.seed = seed;
+    config.forward = LinkConfig {
+        rate_bps: Some(100_000_000),
+        buffer: millis(50),
+        jitter: Duration::from_micros(300),
+        ..LinkConfig::ideal(millis(20))
+    };
+    config.extra_flows = vec![common::ExtraFlow {
+        total_len: 48 * MIB,
+        limits: RateLimits::transfer(400_000),
+        start_at: Duration::from_secs(1),
+    }];
+    let result = run(config);
+    report("shared: first", &result);
+    result.assert_data_intact();
+    let second = &result.extra[0];
+    let first_done = result.sender_complete_at.expect("first completes");
+    let second_done = second.sender_complete_at.expect("second completes");
+    eprintln!("second done {second_done:?}, first done {first_done:?}");
+    // While both run, each gets a fair share of the 100 Mbit/s.
+    let both_from = Duration::from_secs(2);
+    let both_to = first_done.min(second_done);
+    let mean = |samples: &[(Duration, u64)]| {
+        let rates: Vec<u64> = samples
+            .iter()
+            .filter(|(time, _)| *time >= both_from && *time < both_to)
+            .map(|&(_, rate)| rate)
+            .collect();
+        rates.iter().sum::<u64>() as f64 / rates.len().max(1) as f64
+    };
+    let first_rate = mean(&result.rate_samples);
+    let second_rate = mean(&second.rate_samples);
+    eprintln!("while sharing: first {first_rate:.0} bit/s, second {second_rate:.0} bit/s");
+    // Not perfectly fair (see README): the controller's increase is multiplicative, so a
+    // split, once made, tends to stay. But neither flow starves.
+    let share = first_rate / (first_rate + second_rate);
+    assert!((0.15..=0.85).contains(&share), "first flow share {share}");
+    assert!(first_rate + second_rate <= 120e6);
+    // Together they keep the bottleneck busy.
+    let total_bits = 2.0 * 48.0 * MIB as f64 * 8.0;
+    let aggregate = total_bits / first_done.max(second_done).as_secs_f64();
+    assert!(aggregate >= 80e6, "aggregate goodput {aggregate}");
+}

@@ -357,6 +357,18 @@ pub struct SimConfig {
     pub time_limit: Duration,
     /// Rate caps applied to the sender at the given virtual times.
     pub rate_changes: Vec<(Duration, RateLimits)>,
+    /// Further transfers sharing both links (same cipher, datagram size, transport config and
+    /// sink model as the main one); the attacker only targets the main one.
+    pub extra_flows: Vec<ExtraFlow>,
+}
+
+/// A further transfer in a shared simulation.
+#[derive(Debug, Clone)]
+pub struct ExtraFlow {
+    pub total_len: u64,
+    pub limits: RateLimits,
+    /// Virtual time at which its endpoints are created.
+    pub start_at: Duration,
 }
 
 impl SimConfig {
@@ -374,6 +386,7 @@ impl SimConfig {
             attack: AttackConfig::default(),
             time_limit: Duration::from_secs(120),
             rate_changes: Vec::new(),
+            extra_flows: Vec::new(),
         }
     }
 }
@@ -396,6 +409,8 @@ pub struct SimResult {
     pub replays_injected: u64,
     pub forgeries_injected: u64,
     pub events: u64,
+    /// Results of `extra_flows`, in order.
+    pub extra: Vec<FlowResult>,
 }
 
 impl SimResult {
@@ -443,10 +458,10 @@ impl SimResult {
 
 #[derive(Debug)]
 enum EventKind {
-    ToReceiver(Vec<u8>),
-    ToSender(Vec<u8>),
-    WakeSender,
-    WakeReceiver,
+    ToReceiver(usize, Vec<u8>),
+    ToSender(usize, Vec<u8>),
+    WakeSender(usize),
+    WakeReceiver(usize),
     SinkTick,
     SetRate(RateLimits),
 }
@@ -495,29 +510,99 @@ const SESSION_ID: u32 = 0x5151;
 const SESSION_KEY: [u8; 32] = *b"simulated session key, 32 bytes!";
 const SINK_TICK: Duration = Duration::from_millis(1);
 
-/// Runs one transfer to completion (or the time limit) in virtual time.
+/// One transfer inside the simulation: both endpoints and their bookkeeping.
+struct Flow {
+    params: TransferParams,
+    sender: Sender,
+    receiver: Receiver,
+    sink: VerifyingSink,
+    sender_wake: Option<Duration>,
+    receiver_wake: Option<Duration>,
+    sender_complete_at: Option<Duration>,
+    receiver_complete_at: Option<Duration>,
+    rate_samples: Vec<(Duration, u64)>,
+    next_rate_sample: Duration,
+}
+
+impl Flow {
+    fn new(
+        config: &SimConfig,
+        index: usize,
+        total_len: u64,
+        limits: RateLimits,
+        start: Instant,
+    ) -> Self {
+        let block_size =
+            TransferParams::block_size_for_datagram(config.max_datagram_size, config.cipher)
+                .expect("datagram size");
+        let params =
+            TransferParams::new(SESSION_ID + index as u32, total_len, block_size).expect("params");
+        let secret = SessionSecret {
+            level: config.cipher,
+            key: &SESSION_KEY,
+        };
+        Flow {
+            params,
+            sender: Sender::new(params, config.transport.clone(), limits, secret, start)
+                .expect("sender"),
+            receiver: Receiver::new(params, config.transport.clone(), secret, start)
+                .expect("receiver"),
+            sink: VerifyingSink::new(config.sink),
+            sender_wake: None,
+            receiver_wake: None,
+            sender_complete_at: None,
+            receiver_complete_at: None,
+            rate_samples: Vec::new(),
+            next_rate_sample: Duration::ZERO,
+        }
+    }
+
+    fn finished(&self) -> bool {
+        self.sender.is_closed() && self.receiver.close_reason().is_some()
+    }
+
+    fn into_result(self) -> FlowResult {
+        FlowResult {
+            params: self.params,
+            sender_complete_at: self.sender_complete_at,
+            receiver_complete_at: self.receiver_complete_at,
+            sender: self.sender.stats(),
+            receiver: self.receiver.stats(),
+            sink: self.sink,
+            rate_samples: self.rate_samples,
+        }
+    }
+}
+
+/// Outcome of one extra flow of a shared simulation.
+#[derive(Debug)]
+pub struct FlowResult {
+    pub params: TransferParams,
+    pub sender_complete_at: Option<Duration>,
+    pub receiver_complete_at: Option<Duration>,
+    pub sender: SenderStats,
+    pub receiver: ReceiverStats,
+    pub sink: VerifyingSink,
+    pub rate_samples: Vec<(Duration, u64)>,
+}
+
+/// Runs the transfer (plus any `extra_flows` sharing its links) to completion, or to the time
+/// limit, in virtual time.
 pub fn run(config: SimConfig) -> SimResult {
     let base = Instant::now();
     let mut rng = StdRng::seed_from_u64(config.seed);
-    let block_size =
-        TransferParams::block_size_for_datagram(config.max_datagram_size, config.cipher)
-            .expect("datagram size");
-    let params = TransferParams::new(SESSION_ID, config.total_len, block_size).expect("params");
-    let secret = SessionSecret {
-        level: config.cipher,
-        key: &SESSION_KEY,
-    };
-    let mut sender = Sender::new(
-        params,
-        config.transport.clone(),
-        config.limits,
-        secret,
-        base,
-    )
-    .expect("sender");
-    let mut receiver =
-        Receiver::new(params, config.transport.clone(), secret, base).expect("receiver");
-    let mut sink = VerifyingSink::new(config.sink);
+    let mut flows = vec![Flow::new(&config, 0, config.total_len, config.limits, base)];
+    let mut starts = vec![Duration::ZERO];
+    for (index, extra) in config.extra_flows.iter().enumerate() {
+        flows.push(Flow::new(
+            &config,
+            index + 1,
+            extra.total_len,
+            extra.limits,
+            base + extra.start_at,
+        ));
+        starts.push(extra.start_at);
+    }
     let mut source = PatternSource;
     let mut forward = Link::new(config.forward.clone());
     let mut backward = Link::new(config.backward.clone());
@@ -525,12 +610,12 @@ pub fn run(config: SimConfig) -> SimResult {
         heap: BinaryHeap::new(),
         sequence: 0,
     };
-    let mut sender_wake: Option<Duration> = None;
-    let mut receiver_wake: Option<Duration> = None;
-    queue.push(Duration::ZERO, EventKind::WakeSender);
-    queue.push(Duration::ZERO, EventKind::WakeReceiver);
-    sender_wake = sender_wake.or(Some(Duration::ZERO));
-    receiver_wake = receiver_wake.or(Some(Duration::ZERO));
+    for (index, flow) in flows.iter_mut().enumerate() {
+        queue.push(starts[index], EventKind::WakeSender(index));
+        queue.push(starts[index], EventKind::WakeReceiver(index));
+        flow.sender_wake = Some(starts[index]);
+        flow.receiver_wake = Some(starts[index]);
+    }
     if matches!(config.sink, SinkModel::Slow { .. }) {
         queue.push(SINK_TICK, EventKind::SinkTick);
     }
@@ -541,10 +626,6 @@ pub fn run(config: SimConfig) -> SimResult {
     let mut replays_injected = 0;
     let mut forgeries_injected = 0;
     let mut forged_packet_number = 1u64 << 40;
-    let mut sender_complete_at = None;
-    let mut receiver_complete_at = None;
-    let mut rate_samples = Vec::new();
-    let mut next_rate_sample = Duration::ZERO;
     let mut buffer = Vec::with_capacity(64 * 1024);
     let mut sizes = Vec::new();
     let mut events = 0u64;
@@ -556,141 +637,154 @@ pub fn run(config: SimConfig) -> SimResult {
         }
         events += 1;
         let now = base + now_virtual;
-        let mut touch_sender = false;
-        let mut touch_receiver = false;
+        let mut touch_sender = None;
+        let mut touch_receivers = Vec::new();
         match event.kind {
-            EventKind::ToReceiver(mut datagram) => {
-                receiver.handle_datagram(now, &mut datagram, &mut sink);
-                touch_receiver = true;
+            EventKind::ToReceiver(index, mut datagram) => {
+                let flow = &mut flows[index];
+                flow.receiver
+                    .handle_datagram(now, &mut datagram, &mut flow.sink);
+                touch_receivers.push(index);
             }
-            EventKind::ToSender(mut datagram) => {
-                let _ = sender.handle_datagram(now, &mut datagram);
-                touch_sender = true;
+            EventKind::ToSender(index, mut datagram) => {
+                let _ = flows[index].sender.handle_datagram(now, &mut datagram);
+                touch_sender = Some(index);
             }
-            EventKind::WakeSender => {
-                if sender_wake != Some(now_virtual) {
+            EventKind::WakeSender(index) => {
+                if flows[index].sender_wake != Some(now_virtual) {
                     continue;
                 }
-                sender_wake = None;
-                touch_sender = true;
+                flows[index].sender_wake = None;
+                touch_sender = Some(index);
             }
-            EventKind::WakeReceiver => {
-                if receiver_wake != Some(now_virtual) {
+            EventKind::WakeReceiver(index) => {
+                if flows[index].receiver_wake != Some(now_virtual) {
                     continue;
                 }
-                receiver_wake = None;
-                touch_receiver = true;
+                flows[index].receiver_wake = None;
+                touch_receivers.push(index);
             }
             EventKind::SetRate(limits) => {
-                sender.set_rate_limits(limits);
-                touch_sender = true;
+                flows[0].sender.set_rate_limits(limits);
+                touch_sender = Some(0);
             }
             EventKind::SinkTick => {
-                sink.drain(now_virtual);
-                receiver.update_window(sink.available());
-                touch_receiver = true;
-                if !receiver.is_complete() {
+                for (index, flow) in flows.iter_mut().enumerate() {
+                    flow.sink.drain(now_virtual);
+                    flow.receiver.update_window(flow.sink.available());
+                    touch_receivers.push(index);
+                }
+                if flows.iter().any(|flow| !flow.receiver.is_complete()) {
                     queue.push(now_virtual + SINK_TICK, EventKind::SinkTick);
                 }
             }
         }
 
-        if touch_sender {
+        if let Some(index) = touch_sender {
+            let flow = &mut flows[index];
             // Batch like a GSO driver: all due datagrams appended to one buffer, then split.
             buffer.clear();
             sizes.clear();
-            while let Some(transmit) = sender.poll_transmit(now, &mut source, &mut buffer) {
+            while let Some(transmit) = flow.sender.poll_transmit(now, &mut source, &mut buffer) {
                 sizes.push(transmit.size);
             }
             let mut offset = 0;
             for &size in &sizes {
                 let datagram = buffer[offset..offset + size].to_vec();
                 offset += size;
-                if config.attack.replay > 0.0 && rng.gen_bool(0.01) {
+                let attacked = index == 0;
+                if attacked && config.attack.replay > 0.0 && rng.gen_bool(0.01) {
                     recorded.push(datagram.clone());
                 }
                 let datagram_copy_for_forgery = datagram.clone();
                 for (arrival, copy) in forward.transmit(now_virtual, datagram, &mut rng) {
-                    queue.push(arrival, EventKind::ToReceiver(copy));
+                    queue.push(arrival, EventKind::ToReceiver(index, copy));
                 }
-                if !recorded.is_empty() && rng.gen_bool(config.attack.replay) {
-                    let index = rng.gen_range(0..recorded.len());
+                if attacked && !recorded.is_empty() && rng.gen_bool(config.attack.replay) {
+                    let pick = rng.gen_range(0..recorded.len());
                     replays_injected += 1;
                     queue.push(
                         now_virtual + config.forward.delay,
-                        EventKind::ToReceiver(recorded[index].clone()),
+                        EventKind::ToReceiver(0, recorded[pick].clone()),
                     );
                 }
-                if config.attack.forge > 0.0 && rng.gen_bool(config.attack.forge) {
+                if attacked && config.attack.forge > 0.0 && rng.gen_bool(config.attack.forge) {
                     forgeries_injected += 1;
                     forged_packet_number += 1;
-                    let mut forged = datagram_copy_for_forgery.clone();
+                    let mut forged = datagram_copy_for_forgery;
                     forged[8..14].copy_from_slice(&forged_packet_number.to_be_bytes()[2..]);
                     for byte in &mut forged[14..] {
                         *byte = rng.gen();
                     }
                     queue.push(
                         now_virtual + config.forward.delay,
-                        EventKind::ToReceiver(forged),
+                        EventKind::ToReceiver(0, forged),
                     );
                 }
             }
-            if sender_complete_at.is_none() && sender.is_complete() {
-                sender_complete_at = Some(now_virtual);
+            if flow.sender_complete_at.is_none() && flow.sender.is_complete() {
+                flow.sender_complete_at = Some(now_virtual);
             }
-            if now_virtual >= next_rate_sample {
-                rate_samples.push((now_virtual, sender.stats().rate_bps));
-                next_rate_sample = now_virtual + Duration::from_millis(10);
+            if now_virtual >= flow.next_rate_sample {
+                flow.rate_samples
+                    .push((now_virtual, flow.sender.stats().rate_bps));
+                flow.next_rate_sample = now_virtual + Duration::from_millis(10);
             }
+            let timeout = flow.sender.next_timeout();
             schedule(
                 &mut queue,
-                &mut sender_wake,
-                sender.next_timeout(),
+                &mut flow.sender_wake,
+                timeout,
                 base,
                 now_virtual,
-                EventKind::WakeSender,
+                EventKind::WakeSender(index),
             );
         }
-        if touch_receiver {
+        for index in touch_receivers {
+            let flow = &mut flows[index];
             loop {
                 buffer.clear();
-                if receiver.poll_transmit(now, &mut buffer).is_none() {
+                if flow.receiver.poll_transmit(now, &mut buffer).is_none() {
                     break;
                 }
                 for (arrival, copy) in backward.transmit(now_virtual, buffer.clone(), &mut rng) {
-                    queue.push(arrival, EventKind::ToSender(copy));
+                    queue.push(arrival, EventKind::ToSender(index, copy));
                 }
             }
-            if receiver_complete_at.is_none() && receiver.is_complete() {
-                receiver_complete_at = Some(now_virtual);
+            if flow.receiver_complete_at.is_none() && flow.receiver.is_complete() {
+                flow.receiver_complete_at = Some(now_virtual);
             }
+            let timeout = flow.receiver.next_timeout();
             schedule(
                 &mut queue,
-                &mut receiver_wake,
-                receiver.next_timeout(),
+                &mut flow.receiver_wake,
+                timeout,
                 base,
                 now_virtual,
-                EventKind::WakeReceiver,
+                EventKind::WakeReceiver(index),
             );
         }
-        if sender.is_closed() && receiver.close_reason().is_some() {
+        if flows.iter().all(Flow::finished) {
             break;
         }
     }
 
+    let mut flows = flows.into_iter().map(Flow::into_result);
+    let main = flows.next().expect("the main flow");
     SimResult {
-        params,
-        sender_complete_at,
-        receiver_complete_at,
-        sender: sender.stats(),
-        receiver: receiver.stats(),
+        params: main.params,
+        sender_complete_at: main.sender_complete_at,
+        receiver_complete_at: main.receiver_complete_at,
+        sender: main.sender,
+        receiver: main.receiver,
         forward: forward.stats,
         backward: backward.stats,
-        sink,
-        rate_samples,
+        sink: main.sink,
+        rate_samples: main.rate_samples,
         replays_injected,
         forgeries_injected,
         events,
+        extra: flows.collect(),
     }
 }
 
