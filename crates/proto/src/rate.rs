@@ -57,9 +57,10 @@ pub struct RateControlConfig {
     pub target_queue_delay: Duration,
     /// Floor of the queueing delay target.
     pub min_target_queue_delay: Duration,
-    /// Fraction of blocks lost within one decision interval above which the loss cannot be
-    /// random noise of a usable path: the sender is overrunning a buffer too shallow to show as
-    /// delay, and backs off to the delivery rate. Random loss below it never lowers the rate.
+    /// Fraction of blocks lost (in each of two decision intervals in a row, with at least 64
+    /// blocks in each) above which the loss cannot be random noise of a usable path: the sender
+    /// is overrunning a buffer too shallow to show as delay, and backs off as on a queue.
+    /// Random loss below it never lowers the rate.
     pub overrun_loss_fraction: f64,
     /// Decisions per smoothed RTT (more react faster, each on fewer RTT samples).
     pub decisions_per_rtt: u32,
