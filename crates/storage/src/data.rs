@@ -67,10 +67,12 @@ impl TryFrom<u8> for OverwriteMode {
             3 => OverwriteMode::Never,
             4 => OverwriteMode::Always,
             5 => OverwriteMode::Backup,
-            other => return Err(format!(
+            other => {
+                return Err(format!(
                 "overwriteMode {other} is not one of 0..5 (0 in place never, 1 in place always, \
                      2 in place same size, 3 never, 4 always, 5 backup)"
-            )),
+            ))
+            }
         })
     }
 }

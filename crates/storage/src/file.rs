@@ -28,7 +28,9 @@
 //! All blocking work runs in `tokio::task::spawn_blocking`.
 
 use crate::backend::{Backend, Entry, EntryKind, Page, Usage};
+use crate::data::{FileSink, ObjectReader, SinkOptions};
 use crate::error::{StorageError, StorageResult};
+use crate::file_data;
 use crate::path::RelPath;
 use async_trait::async_trait;
 use std::collections::BinaryHeap;
@@ -59,7 +61,7 @@ impl FileBackend {
 
     /// A backend that resolves paths as on kernels without `openat2`, to test that fallback.
     #[cfg(test)]
-    fn new_walk_only(root: PathBuf) -> Self {
+    pub(crate) fn new_walk_only(root: PathBuf) -> Self {
         FileBackend {
             root,
             walk_only: true,
@@ -130,6 +132,26 @@ impl Backend for FileBackend {
         let path = path.clone();
         self.run(move |fs| fs.remove(&path, recursive)).await
     }
+
+    async fn open_reader(&self, path: &RelPath) -> StorageResult<Box<dyn ObjectReader>> {
+        let path = path.clone();
+        let reader = self
+            .run(move |fs| file_data::open_reader(fs, &path))
+            .await?;
+        Ok(Box::new(reader))
+    }
+
+    async fn create_sink(
+        &self,
+        path: &RelPath,
+        options: SinkOptions,
+    ) -> StorageResult<Box<dyn FileSink>> {
+        let path = path.clone();
+        let sink = self
+            .run(move |fs| file_data::create_sink(fs, &path, options))
+            .await?;
+        Ok(Box::new(sink))
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -191,7 +213,12 @@ fn raw_openat2(dirfd: RawFd, path: &CStr, flags: i32, resolve: u64) -> io::Resul
     }
 }
 
-fn raw_openat(dirfd: RawFd, name: &CStr, flags: i32, mode: libc::mode_t) -> io::Result<OwnedFd> {
+pub(crate) fn raw_openat(
+    dirfd: RawFd,
+    name: &CStr,
+    flags: i32,
+    mode: libc::mode_t,
+) -> io::Result<OwnedFd> {
     // SAFETY: `name` is NUL-terminated; openat returns a new descriptor or -1.
     let fd = unsafe { libc::openat(dirfd, name.as_ptr(), flags | libc::O_CLOEXEC, mode) };
     if fd < 0 {
@@ -212,7 +239,7 @@ fn open_no_follow(dir: RawFd, name: &CStr, flags: i32) -> io::Result<OwnedFd> {
     })
 }
 
-fn fstatat(dirfd: RawFd, name: &CStr, flags: i32) -> io::Result<libc::stat> {
+pub(crate) fn fstatat(dirfd: RawFd, name: &CStr, flags: i32) -> io::Result<libc::stat> {
     let mut st = std::mem::MaybeUninit::<libc::stat>::uninit();
     // SAFETY: `st` is valid for writes of a `stat`; `name` is NUL-terminated.
     let rc = unsafe { libc::fstatat(dirfd, name.as_ptr(), st.as_mut_ptr(), flags) };
@@ -223,11 +250,11 @@ fn fstatat(dirfd: RawFd, name: &CStr, flags: i32) -> io::Result<libc::stat> {
     Ok(unsafe { st.assume_init() })
 }
 
-fn fstat(fd: &OwnedFd) -> io::Result<libc::stat> {
+pub(crate) fn fstat(fd: &OwnedFd) -> io::Result<libc::stat> {
     fstatat(fd.as_raw_fd(), c"", libc::AT_EMPTY_PATH)
 }
 
-fn check(rc: libc::c_int) -> io::Result<()> {
+pub(crate) fn check(rc: libc::c_int) -> io::Result<()> {
     if rc == 0 {
         Ok(())
     } else {
@@ -235,7 +262,7 @@ fn check(rc: libc::c_int) -> io::Result<()> {
     }
 }
 
-fn cstring(text: &str) -> StorageResult<CString> {
+pub(crate) fn cstring(text: &str) -> StorageResult<CString> {
     CString::new(text)
         .map_err(|_| StorageError::PermissionDenied("NUL is not allowed in names".into()))
 }
@@ -300,15 +327,15 @@ impl Drop for DirNames {
 // SAFETY: the DIR stream is only used through &mut self, by one thread at a time.
 unsafe impl Send for DirNames {}
 
-fn is_dir(st: &libc::stat) -> bool {
+pub(crate) fn is_dir(st: &libc::stat) -> bool {
     st.st_mode & libc::S_IFMT == libc::S_IFDIR
 }
 
-fn is_file(st: &libc::stat) -> bool {
+pub(crate) fn is_file(st: &libc::stat) -> bool {
     st.st_mode & libc::S_IFMT == libc::S_IFREG
 }
 
-fn is_symlink(st: &libc::stat) -> bool {
+pub(crate) fn is_symlink(st: &libc::stat) -> bool {
     st.st_mode & libc::S_IFMT == libc::S_IFLNK
 }
 
@@ -341,7 +368,7 @@ fn listable_name(name: &CStr) -> Option<&str> {
 }
 
 /// Maps an OS error about `path` to the storage error users see.
-fn os_error(err: io::Error, path: &RelPath) -> StorageError {
+pub(crate) fn os_error(err: io::Error, path: &RelPath) -> StorageError {
     match err.raw_os_error() {
         Some(libc::ENOENT) => StorageError::NotFound(format!("'{path}' does not exist")),
         Some(libc::ENOTDIR) => {
@@ -366,7 +393,7 @@ fn os_error(err: io::Error, path: &RelPath) -> StorageError {
 // The operations, on an open sandbox root
 
 /// One operation's view of the sandbox: the root's descriptor and how to resolve below it.
-struct Fs {
+pub(crate) struct Fs {
     root: OwnedFd,
     /// `RESOLVE_IN_ROOT` when the sandbox is `/`, else `RESOLVE_BENEATH`.
     confine: u64,
@@ -440,13 +467,13 @@ impl Fs {
     }
 
     /// Opens `rel` below the sandbox root, following only links that stay inside.
-    fn open(&self, rel: &RelPath, flags: i32) -> io::Result<OwnedFd> {
+    pub(crate) fn open(&self, rel: &RelPath, flags: i32) -> io::Result<OwnedFd> {
         self.open_below(self.root.as_raw_fd(), rel.as_str(), flags, false)
     }
 
     /// The folder holding `path` (`NotFound` when it is missing or not a folder) and the last
     /// segment of `path`.
-    fn parent(&self, path: &RelPath) -> StorageResult<(OwnedFd, CString)> {
+    pub(crate) fn parent(&self, path: &RelPath) -> StorageResult<(OwnedFd, CString)> {
         let parent = path.parent();
         let fd = self
             .open(&parent, libc::O_PATH | libc::O_DIRECTORY)

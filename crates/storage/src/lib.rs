@@ -5,6 +5,7 @@
 //!   the sandbox root ([`RelPath`]), plus the shared entry and error types.
 //! - [`file`](mod@file): the File sandbox type (the S3 type lives in the `slipstream-s3` crate, so that
 //!   this crate builds without the AWS SDK).
+//! - [`file_data`]: the File sandbox's data path (positional reader, sinks with partfiles).
 //! - [`memory`]: an in-memory backend with the File semantics, for tests.
 //! - [`config`]: sandbox mappings as users write them (JSON), validation with errors that name
 //!   the key, placeholder expansion, secret redaction.
@@ -18,6 +19,7 @@ pub mod config;
 pub mod data;
 pub mod error;
 pub mod file;
+pub mod file_data;
 pub mod memory;
 pub mod path;
 pub mod vfs;

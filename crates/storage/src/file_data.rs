@@ -1,0 +1,960 @@
+//! The File sandbox's data path: a positional reader and a [`FileSink`] that writes at any
+//! offset, honours the six overwrite modes, checkpoints for resume, and publishes a file only
+//! after reading it back and checking its digest.
+//!
+//! # Confinement
+//!
+//! Paths are resolved exactly like every other File operation (see [`crate::file`]): the
+//! reader opens its file with `openat2(RESOLVE_BENEATH)`, the sink opens the *parent folder*
+//! that way once and then acts only on single names relative to that folder handle
+//! (`openat` with `O_NOFOLLOW`, `renameat2`, `linkat`, `unlinkat`), so no symbolic link can
+//! lead a write outside the sandbox. A symbolic link under the final name is treated as an
+//! entry of its own: modes 1, 4 and 5 replace the link itself (never its target), modes 0, 2
+//! and 3 refuse it as an existing file.
+//!
+//! # Partfiles
+//!
+//! Modes 3 (never), 4 (always) and 5 (backup) write into a partfile in the same folder,
+//! named by [`partfile_name`]: `.<name>.<reception_id>.slipstream-part` (hidden, unique per
+//! reception; an unusual reception id is replaced by a hash of it, and a very long name is
+//! shortened and completed with a hash so the partfile name stays within 255 bytes). Listings
+//! do not hide partfiles; they are hidden files like any other. The partfile is created with
+//! mode `0644` (less the umask) and renamed over the final name at commit. Modes 0–2 write
+//! straight into the final name.
+//!
+//! # Life of a sink
+//!
+//! - Creation checks the overwrite mode against the existing target (`Conflict` before any byte
+//!   is written), creates the partfile or in-place file, and extends it to its final size
+//!   (sparse), so that writes can land anywhere.
+//! - Writes are `pwrite`s in `spawn_blocking`; small writes are gathered (up to 1 MiB or 256
+//!   writes) and written in one blocking task. An error of a gathered write is reported by a
+//!   later `write_at`, `checkpoint` or `commit`.
+//! - [`FileSink::checkpoint`] writes what is gathered, `fdatasync`s, and returns the written
+//!   ranges and a state that carries them; a sink created with that state reopens the same file
+//!   without truncating it and reports those ranges in [`FileSink::resumed`]. If the file is
+//!   gone, has another size or is another file (inode), the sink starts afresh (with a warning).
+//! - [`FileSink::commit`] reads the whole file back, compares its digest with the sender's,
+//!   and only then publishes: sets the executable bit and the modification time, renames
+//!   (modes 3–5; mode 5 keeps the old file as `NAME.bak`), and `fsync`s the folder. A mismatch
+//!   or any failure before publishing removes the partfile (or the in-place file).
+//! - [`FileSink::abort`] removes the partfile, or the in-place file when the sink created,
+//!   emptied or wrote into it.
+//! - Dropping a sink without commit or abort removes the same things, *unless* a checkpoint was
+//!   handed out (or the sink was itself resumed): that file is kept so that the reception can
+//!   resume after a restart.
+
+use crate::data::{
+    DigestBuilder, FileDigest, FileSink, ObjectReader, OverwriteMode, SinkCheckpoint, SinkOptions,
+    MIB,
+};
+use crate::error::{StorageError, StorageResult};
+use crate::file::{check, cstring, fstatat, is_dir, is_file, is_symlink, os_error, raw_openat, Fs};
+use crate::path::RelPath;
+use async_trait::async_trait;
+use bytes::Bytes;
+use serde_json::json;
+use std::ffi::{CStr, CString};
+use std::fs::File;
+use std::io;
+use std::ops::Range;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::unix::fs::{FileExt, PermissionsExt};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// The suffix of every partfile name.
+pub const PARTFILE_SUFFIX: &str = ".slipstream-part";
+/// The longest file name Linux file systems accept, in bytes.
+const NAME_MAX: usize = 255;
+/// Size of the reads that verify a file at commit.
+const VERIFY_READ: usize = 4 * MIB as usize;
+/// Gathered writes are written once they hold this many bytes ...
+const FLUSH_BYTES: usize = MIB as usize;
+/// ... or this many writes.
+const FLUSH_COUNT: usize = 256;
+
+/// The partfile that receives `name` for the reception `reception_id`:
+/// `.<name>.<reception_id>.slipstream-part`. A reception id that is empty, longer than 64
+/// bytes or holds anything but ASCII letters, digits, `-`, `_` and `.` is replaced by 16 hex
+/// digits of its BLAKE3 hash; a name too long for the result to fit in 255 bytes is cut (at a
+/// character boundary) and followed by `~` and 16 hex digits of its hash.
+pub fn partfile_name(name: &str, reception_id: &str) -> String {
+    let plain_id = !reception_id.is_empty()
+        && reception_id.len() <= 64
+        && reception_id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+    let id = if plain_id {
+        reception_id.to_string()
+    } else {
+        short_hash(reception_id)
+    };
+    // The leading '.', the '.' before the id, the id and the suffix.
+    let fixed = 2 + id.len() + PARTFILE_SUFFIX.len();
+    if fixed + name.len() <= NAME_MAX {
+        return format!(".{name}.{id}{PARTFILE_SUFFIX}");
+    }
+    let hash = short_hash(name);
+    let mut cut = NAME_MAX - fixed - hash.len() - 1;
+    while !name.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    format!(".{}~{hash}.{id}{PARTFILE_SUFFIX}", &name[..cut])
+}
+
+/// True for names made by [`partfile_name`].
+pub fn is_partfile_name(name: &str) -> bool {
+    name.starts_with('.') && name.ends_with(PARTFILE_SUFFIX)
+}
+
+fn short_hash(text: &str) -> String {
+    blake3::hash(text.as_bytes()).as_bytes()[..8]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+fn join_error(err: tokio::task::JoinError) -> StorageError {
+    StorageError::Backend(format!("file operation failed: {err}"))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Written ranges
+
+/// Sorted, disjoint, non-adjacent byte ranges; inserting merges, so millions of adjacent
+/// writes stay one range.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct RangeSet {
+    ranges: Vec<Range<u64>>,
+}
+
+impl RangeSet {
+    pub(crate) fn insert(&mut self, range: Range<u64>) {
+        if range.start >= range.end {
+            return;
+        }
+        // Fast path: in-order writes extend (or follow) the last range.
+        match self.ranges.last_mut() {
+            None => {
+                self.ranges.push(range);
+                return;
+            }
+            Some(last) if range.start >= last.start && range.start <= last.end => {
+                last.end = last.end.max(range.end);
+                return;
+            }
+            Some(last) if range.start > last.end => {
+                self.ranges.push(range);
+                return;
+            }
+            Some(_) => {}
+        }
+        // The ranges that touch or overlap `range` are lo..hi.
+        let lo = self.ranges.partition_point(|r| r.end < range.start);
+        let hi = self.ranges.partition_point(|r| r.start <= range.end);
+        if lo == hi {
+            self.ranges.insert(lo, range);
+            return;
+        }
+        let start = range.start.min(self.ranges[lo].start);
+        let end = range.end.max(self.ranges[hi - 1].end);
+        self.ranges.splice(lo..hi, std::iter::once(start..end));
+    }
+
+    pub(crate) fn ranges(&self) -> &[Range<u64>] {
+        &self.ranges
+    }
+
+    /// How many bytes the ranges hold.
+    pub(crate) fn covered(&self) -> u64 {
+        self.ranges.iter().map(|r| r.end - r.start).sum()
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Reader
+
+/// Reads a File sandbox file at any offset (`pread` in `spawn_blocking`).
+#[derive(Debug)]
+pub struct FileReader {
+    file: Arc<File>,
+    size: u64,
+    path: RelPath,
+}
+
+/// Opens `path` for reading, confined to the sandbox. A folder, a special file or a missing
+/// path is `NotFound`; a path through a link that leaves the sandbox is `PermissionDenied`.
+pub(crate) fn open_reader(fs: &Fs, path: &RelPath) -> StorageResult<FileReader> {
+    // O_NONBLOCK: opening a FIFO must not wait for a writer (it is refused just below).
+    let fd = fs
+        .open(path, libc::O_RDONLY | libc::O_NONBLOCK | libc::O_NOCTTY)
+        .map_err(|e| os_error(e, path))?;
+    let st = fstatat(fd.as_raw_fd(), c"", libc::AT_EMPTY_PATH).map_err(|e| os_error(e, path))?;
+    if is_dir(&st) {
+        return Err(StorageError::NotFound(format!(
+            "'{path}' is a folder, not a file: only files can be read"
+        )));
+    }
+    if !is_file(&st) {
+        return Err(StorageError::NotFound(format!(
+            "'{path}' is not a regular file (a device, socket or FIFO) and cannot be read"
+        )));
+    }
+    Ok(FileReader {
+        file: Arc::new(File::from(fd)),
+        size: u64::try_from(st.st_size).unwrap_or(0),
+        path: path.clone(),
+    })
+}
+
+#[async_trait]
+impl ObjectReader for FileReader {
+    /// The size when the file was opened; reads never go past it (a file that grows while it
+    /// is sent is sent as it was when opened, as far as its size goes).
+    fn size(&self) -> u64 {
+        self.size
+    }
+
+    async fn read_at(&self, offset: u64, len: usize) -> StorageResult<Bytes> {
+        // `want` is at most `len`, a usize, so the cast back cannot truncate.
+        let want = self.size.saturating_sub(offset).min(len as u64) as usize;
+        if want == 0 {
+            return Ok(Bytes::new());
+        }
+        let file = self.file.clone();
+        let path = self.path.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut buf = vec![0u8; want];
+            let mut filled = 0;
+            while filled < want {
+                match file.read_at(&mut buf[filled..], offset + filled as u64) {
+                    // The file shrank since it was opened: a short read at its real end.
+                    Ok(0) => break,
+                    Ok(n) => filled += n,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) => return Err(os_error(e, &path)),
+                }
+            }
+            buf.truncate(filled);
+            Ok(Bytes::from(buf))
+        })
+        .await
+        .map_err(join_error)?
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Sink
+
+/// Receives one file into a File sandbox (see the module documentation).
+#[derive(Debug)]
+pub struct FileDataSink {
+    /// The final path, for messages.
+    path: RelPath,
+    /// The folder holding the file (an `O_PATH` handle, resolved once, confined).
+    dir: Arc<OwnedFd>,
+    /// The final name.
+    name: CString,
+    /// The name written to: the partfile, or the final name for in-place modes.
+    work: CString,
+    work_text: String,
+    file: Arc<File>,
+    mode: OverwriteMode,
+    size: u64,
+    executable: bool,
+    modification_time: Option<i64>,
+    reception_id: String,
+    /// What was written to the file (not counting gathered writes not yet written).
+    written: RangeSet,
+    resumed: Vec<Range<u64>>,
+    pending: Vec<(u64, Bytes)>,
+    pending_bytes: usize,
+    /// In-place modes: the sink created, emptied or wrote into the file, so removing it on
+    /// failure loses nothing of the previous file that was not already lost.
+    owns_file: bool,
+    /// A checkpoint exists that can resume this sink: keep the file when dropped.
+    keep_on_drop: bool,
+    /// The folder was fsync'ed since the file was created.
+    dir_synced: bool,
+    /// The file is published: nothing to remove any more.
+    published: bool,
+    /// Commit or abort ran: Drop does nothing.
+    done: bool,
+}
+
+/// Creates the sink for `path` (see the module documentation).
+pub(crate) fn create_sink(
+    fs: &Fs,
+    path: &RelPath,
+    options: SinkOptions,
+) -> StorageResult<FileDataSink> {
+    if path.is_root() {
+        return Err(StorageError::Conflict(
+            "the sandbox root is a folder; a file cannot be received there".into(),
+        ));
+    }
+    let (dir, name) = fs.parent(path)?;
+    let name_text = path.name().to_string();
+    let mode = options.overwrite;
+    if mode == OverwriteMode::Backup && name_text.len() + ".bak".len() > NAME_MAX {
+        return Err(StorageError::Backend(format!(
+            "'{path}': the name is too long to keep a backup '{name_text}.bak' \
+             (overwriteMode 5); use another mode or a shorter name"
+        )));
+    }
+    let work_text = if mode.uses_partfile() {
+        partfile_name(&name_text, &options.reception_id)
+    } else {
+        name_text.clone()
+    };
+    let work = cstring(&work_text)?;
+    let dir_fd = dir.as_raw_fd();
+
+    let mut resumed = None;
+    if let Some(state) = &options.resume {
+        match reopen(dir_fd, &work, &work_text, &options, state) {
+            Ok(found) => resumed = Some(found),
+            Err(reason) => tracing::warn!(
+                path = %path,
+                "cannot resume the reception of '{path}' ({reason}); receiving it from the start"
+            ),
+        }
+    }
+
+    let (file, written, owns_file, was_resumed) = match resumed {
+        Some((file, written)) => {
+            if mode == OverwriteMode::Never {
+                // The target may have appeared while the reception was interrupted.
+                if target_stat(dir_fd, &name, path)?.is_some() {
+                    let _ = unlink_if_same(dir_fd, &work, &file);
+                    return Err(never_conflict(path));
+                }
+            }
+            (file, written, true, true)
+        }
+        None => {
+            let (file, owns) = create_fresh(dir_fd, &name, &work, path, &options)?;
+            (file, RangeSet::default(), owns, false)
+        }
+    };
+    let resumed_ranges = written.ranges().to_vec();
+    Ok(FileDataSink {
+        path: path.clone(),
+        dir: Arc::new(dir),
+        name,
+        work,
+        work_text,
+        file: Arc::new(file),
+        mode,
+        size: options.size,
+        executable: options.executable,
+        modification_time: options.modification_time,
+        reception_id: options.reception_id,
+        written,
+        resumed: resumed_ranges,
+        pending: Vec::new(),
+        pending_bytes: 0,
+        owns_file,
+        keep_on_drop: was_resumed,
+        dir_synced: was_resumed,
+        published: false,
+        done: false,
+    })
+}
+
+fn never_conflict(path: &RelPath) -> StorageError {
+    StorageError::Conflict(format!(
+        "'{path}' exists and overwriteMode 3 never replaces it"
+    ))
+}
+
+/// What is under `name` in `dir` (not following a link); `None` when nothing is. A folder is a
+/// `Conflict` in every mode.
+fn target_stat(dir: RawFd, name: &CStr, path: &RelPath) -> StorageResult<Option<libc::stat>> {
+    match fstatat(dir, name, libc::AT_SYMLINK_NOFOLLOW) {
+        Ok(st) if is_dir(&st) => Err(StorageError::Conflict(format!(
+            "'{path}' is a folder; a received file cannot replace it"
+        ))),
+        Ok(st) => Ok(Some(st)),
+        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(None),
+        Err(e) => Err(os_error(e, path)),
+    }
+}
+
+fn fstat_file(file: &File) -> io::Result<libc::stat> {
+    fstatat(file.as_raw_fd(), c"", libc::AT_EMPTY_PATH)
+}
+
+fn unlinkat(dir: RawFd, name: &CStr) -> io::Result<()> {
+    // SAFETY: `name` is NUL-terminated; unlinkat never follows a final symbolic link.
+    check(unsafe { libc::unlinkat(dir, name.as_ptr(), 0) })
+}
+
+fn renameat(dir: RawFd, from: &CStr, to: &CStr) -> io::Result<()> {
+    // SAFETY: both names are NUL-terminated; `dir` is an open folder handle.
+    check(unsafe { libc::renameat(dir, from.as_ptr(), dir, to.as_ptr()) })
+}
+
+/// Removes `name` from `dir` if it is still `file` (same device and inode), so that a file
+/// someone else put there meanwhile is never removed. Nothing there is fine.
+fn unlink_if_same(dir: RawFd, name: &CStr, file: &File) -> io::Result<()> {
+    let ours = fstat_file(file)?;
+    match fstatat(dir, name, libc::AT_SYMLINK_NOFOLLOW) {
+        Ok(st) if st.st_dev == ours.st_dev && st.st_ino == ours.st_ino => {
+            match unlinkat(dir, name) {
+                Err(e) if e.raw_os_error() != Some(libc::ENOENT) => Err(e),
+                _ => Ok(()),
+            }
+        }
+        Ok(_) => Ok(()),
+        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+/// Opens `name` in `dir` as a new file (`O_EXCL`, mode 0644 less the umask).
+fn create_exclusive(dir: RawFd, name: &CStr) -> io::Result<File> {
+    let fd = raw_openat(
+        dir,
+        name,
+        libc::O_RDWR | libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW,
+        0o644,
+    )?;
+    Ok(File::from(fd))
+}
+
+/// Opens the existing regular file `name` in `dir` for writing; `None` when it is not a regular
+/// file (a link, FIFO, device).
+fn open_existing(dir: RawFd, name: &CStr, extra: i32) -> io::Result<Option<File>> {
+    let fd = match raw_openat(
+        dir,
+        name,
+        libc::O_RDWR | libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_NOCTTY | extra,
+        0,
+    ) {
+        Ok(fd) => fd,
+        Err(e) if e.raw_os_error() == Some(libc::ELOOP) => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    let file = File::from(fd);
+    if !is_file(&fstat_file(&file)?) {
+        return Ok(None);
+    }
+    // Back to blocking mode for the writes (O_NONBLOCK only kept the open from waiting).
+    // SAFETY: fcntl on a descriptor we own; F_SETFL with plain flags.
+    check(unsafe { libc::fcntl(file.as_raw_fd(), libc::F_SETFL, libc::O_RDWR) })?;
+    Ok(Some(file))
+}
+
+/// Checks the overwrite mode against the target and creates the file to write into, at its
+/// final size. Returns the file and whether the sink owns its content (see `owns_file`).
+fn create_fresh(
+    dir: RawFd,
+    name: &CStr,
+    work: &CStr,
+    path: &RelPath,
+    options: &SinkOptions,
+) -> StorageResult<(File, bool)> {
+    let target = target_stat(dir, name, path)?;
+    let err = |e: io::Error| os_error(e, path);
+    let exists_conflict = |n: u8| {
+        StorageError::Conflict(format!(
+            "'{path}' exists and overwriteMode {n} never replaces it"
+        ))
+    };
+    let not_regular = || {
+        StorageError::Conflict(format!(
+            "'{path}' exists and is not a regular file (a symbolic link, device, socket or \
+             FIFO); it is not replaced by writing into it"
+        ))
+    };
+    let (file, owns) = match options.overwrite {
+        OverwriteMode::InPlaceNever => {
+            if target.is_some() {
+                return Err(exists_conflict(0));
+            }
+            let file = create_exclusive(dir, name).map_err(|e| match e.raw_os_error() {
+                Some(libc::EEXIST) => exists_conflict(0),
+                _ => err(e),
+            })?;
+            (file, true)
+        }
+        OverwriteMode::InPlaceAlways => match target {
+            Some(st) if is_file(&st) => {
+                let file = open_existing(dir, name, libc::O_TRUNC)
+                    .map_err(err)?
+                    .ok_or_else(not_regular)?;
+                (file, true)
+            }
+            Some(st) if is_symlink(&st) => {
+                // Replace the link itself, never write through it.
+                unlinkat(dir, name).map_err(err)?;
+                (create_exclusive(dir, name).map_err(err)?, true)
+            }
+            Some(_) => return Err(not_regular()),
+            None => (create_exclusive(dir, name).map_err(err)?, true),
+        },
+        OverwriteMode::InPlaceSameSize => match target {
+            Some(st) if is_file(&st) => {
+                let file = open_existing(dir, name, 0)
+                    .map_err(err)?
+                    .ok_or_else(not_regular)?;
+                let existing = u64::try_from(fstat_file(&file).map_err(err)?.st_size).unwrap_or(0);
+                if existing != options.size && existing != 0 {
+                    return Err(StorageError::Conflict(format!(
+                        "'{path}' exists with {existing} bytes and overwriteMode 2 only writes \
+                         into a file of the same size ({} bytes) or an empty one",
+                        options.size
+                    )));
+                }
+                // An empty file is extended below: it becomes ours.
+                (file, existing == 0 && options.size > 0)
+            }
+            Some(_) => return Err(not_regular()),
+            None => (create_exclusive(dir, name).map_err(err)?, true),
+        },
+        OverwriteMode::Never | OverwriteMode::Always | OverwriteMode::Backup => {
+            if options.overwrite == OverwriteMode::Never && target.is_some() {
+                return Err(never_conflict(path));
+            }
+            // A stale partfile of this reception (or anything put under its name) goes.
+            match unlinkat(dir, work) {
+                Ok(()) => {}
+                Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {}
+                Err(e) if e.raw_os_error() == Some(libc::EISDIR) => {
+                    return Err(StorageError::Conflict(format!(
+                        "a folder named like the partfile '{}' of '{path}' is in the way",
+                        work.to_string_lossy()
+                    )))
+                }
+                Err(e) => return Err(err(e)),
+            }
+            (create_exclusive(dir, work).map_err(err)?, true)
+        }
+    };
+    if let Err(e) = file.set_len(options.size) {
+        if owns {
+            let _ = unlink_if_same(dir, work, &file);
+        }
+        return Err(err(e));
+    }
+    Ok((file, owns))
+}
+
+/// Reopens the file of an earlier checkpoint; the reason it cannot be resumed otherwise.
+fn reopen(
+    dir: RawFd,
+    work: &CStr,
+    work_text: &str,
+    options: &SinkOptions,
+    state: &serde_json::Value,
+) -> Result<(File, RangeSet), String> {
+    let field = |key: &str| state.get(key).ok_or(format!("the state has no '{key}'"));
+    if field("file")?.as_str() != Some(work_text) {
+        return Err("the state names another file".into());
+    }
+    if field("mode")?.as_u64() != Some(u64::from(u8::from(options.overwrite))) {
+        return Err("the state is for another overwrite mode".into());
+    }
+    if field("size")?.as_u64() != Some(options.size) {
+        return Err("the state is for another size".into());
+    }
+    if field("reception")?.as_str() != Some(options.reception_id.as_str()) {
+        return Err("the state is for another reception".into());
+    }
+    let mut written = RangeSet::default();
+    let durable = field("durable")?
+        .as_array()
+        .ok_or("'durable' is not a list")?;
+    for pair in durable {
+        let bounds = pair
+            .as_array()
+            .and_then(|p| Some((p.first()?.as_u64()?, p.get(1)?.as_u64()?)))
+            .filter(|(start, end)| start < end && *end <= options.size)
+            .ok_or("'durable' holds a range that is not [start, end] within the file")?;
+        written.insert(bounds.0..bounds.1);
+    }
+    let file = match open_existing(dir, work, 0) {
+        Ok(Some(file)) => file,
+        Ok(None) => return Err("the file is no longer a regular file".into()),
+        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => return Err("the file is gone".into()),
+        Err(e) => return Err(format!("the file cannot be opened: {e}")),
+    };
+    let st = fstat_file(&file).map_err(|e| e.to_string())?;
+    if u64::try_from(st.st_size).ok() != Some(options.size) {
+        return Err(format!(
+            "the file has {} bytes instead of {}",
+            st.st_size, options.size
+        ));
+    }
+    if field("ino")?.as_u64() != Some(st.st_ino) {
+        return Err("the file was replaced by another one".into());
+    }
+    Ok((file, written))
+}
+
+/// `pwrite`s a batch of gathered writes.
+fn write_batch(file: &File, batch: &[(u64, Bytes)]) -> io::Result<()> {
+    for (offset, data) in batch {
+        file.write_all_at(data, *offset)?;
+    }
+    Ok(())
+}
+
+/// `fsync` of the folder `dir` (an `O_PATH` handle cannot be synced: open it for reading).
+fn sync_dir(dir: RawFd) -> io::Result<()> {
+    let fd = raw_openat(dir, c".", libc::O_RDONLY | libc::O_DIRECTORY, 0)?;
+    File::from(fd).sync_all()
+}
+
+/// The digest of the first `size` bytes of `file`, read sequentially.
+fn digest_of(file: &File, size: u64) -> io::Result<FileDigest> {
+    let mut builder = DigestBuilder::new(size);
+    let mut buf = vec![0u8; VERIFY_READ.min(usize::try_from(size).unwrap_or(VERIFY_READ))];
+    let mut offset = 0u64;
+    while offset < size {
+        // Bounded by buf.len(), a usize.
+        let want = (size - offset).min(buf.len() as u64) as usize;
+        match file.read_at(&mut buf[..want], offset) {
+            Ok(0) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    format!("the file ends at {offset} of {size} bytes"),
+                ))
+            }
+            Ok(n) => {
+                builder.update(&buf[..n]);
+                offset += n as u64;
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    builder
+        .finish()
+        .map_err(|e| io::Error::other(e.to_string()))
+}
+
+/// Microseconds since the epoch as a time, if representable.
+fn system_time(micros: i64) -> Option<SystemTime> {
+    let delta = Duration::from_micros(micros.unsigned_abs());
+    if micros >= 0 {
+        UNIX_EPOCH.checked_add(delta)
+    } else {
+        UNIX_EPOCH.checked_sub(delta)
+    }
+}
+
+impl FileDataSink {
+    /// The state to resume from (see the module documentation).
+    fn state(&self) -> StorageResult<serde_json::Value> {
+        let ino = fstat_file(&self.file)
+            .map_err(|e| os_error(e, &self.path))?
+            .st_ino;
+        let durable: Vec<[u64; 2]> = self
+            .written
+            .ranges()
+            .iter()
+            .map(|r| [r.start, r.end])
+            .collect();
+        Ok(json!({
+            "file": self.work_text,
+            "mode": u8::from(self.mode),
+            "size": self.size,
+            "reception": self.reception_id,
+            "ino": ino,
+            "durable": durable,
+        }))
+    }
+
+    async fn flush(&mut self) -> StorageResult<()> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        let batch = std::mem::take(&mut self.pending);
+        self.pending_bytes = 0;
+        let ranges: Vec<Range<u64>> = batch
+            .iter()
+            .map(|(offset, data)| *offset..*offset + data.len() as u64)
+            .collect();
+        let file = self.file.clone();
+        // Written bytes change the file even if a later one fails.
+        self.owns_file = true;
+        tokio::task::spawn_blocking(move || write_batch(&file, &batch))
+            .await
+            .map_err(join_error)?
+            .map_err(|e| os_error(e, &self.path))?;
+        for range in ranges {
+            self.written.insert(range);
+        }
+        Ok(())
+    }
+
+    fn flush_blocking(&mut self) -> io::Result<()> {
+        let batch = std::mem::take(&mut self.pending);
+        self.pending_bytes = 0;
+        if batch.is_empty() {
+            return Ok(());
+        }
+        self.owns_file = true;
+        write_batch(&self.file, &batch)?;
+        for (offset, data) in &batch {
+            self.written.insert(*offset..*offset + data.len() as u64);
+        }
+        Ok(())
+    }
+
+    /// Removes what a failed or abandoned reception leaves: the partfile, or the in-place file
+    /// when the sink owns its content.
+    fn discard(&mut self) -> io::Result<()> {
+        self.pending.clear();
+        if self.published || !(self.mode.uses_partfile() || self.owns_file) {
+            return Ok(());
+        }
+        let dir = self.dir.as_raw_fd();
+        let result = unlink_if_same(dir, &self.work, &self.file);
+        if !self.mode.uses_partfile() {
+            // The in-place file was just removed from the final name: make it stick.
+            let _ = sync_dir(dir);
+        }
+        result
+    }
+
+    /// Sets the executable bit and the modification time on the file (failures are warnings:
+    /// the content is right, and a file of another owner cannot always take them).
+    fn apply_metadata(&self) {
+        let result = (|| -> io::Result<()> {
+            let mode = fstat_file(&self.file)?.st_mode & 0o7777;
+            let wanted = if self.executable {
+                // Execute for whoever may read, as `chmod +x` under the umask would do.
+                mode | ((mode & 0o444) >> 2)
+            } else {
+                mode & !0o111
+            };
+            if wanted != mode {
+                self.file
+                    .set_permissions(std::fs::Permissions::from_mode(wanted))?;
+            }
+            Ok(())
+        })();
+        if let Err(e) = result {
+            tracing::warn!(path = %self.path, "cannot set the permissions of '{}': {e}", self.path);
+        }
+        if let Some(micros) = self.modification_time {
+            let Some(time) = system_time(micros) else {
+                tracing::warn!(path = %self.path, "modification time {micros} µs is out of range");
+                return;
+            };
+            if let Err(e) = self.file.set_modified(time) {
+                tracing::warn!(
+                    path = %self.path,
+                    "cannot set the modification time of '{}': {e}", self.path
+                );
+            }
+        }
+    }
+
+    /// Verifies and publishes; on failure the caller discards.
+    fn commit_blocking(&mut self, expected: FileDigest) -> StorageResult<()> {
+        let path = self.path.clone();
+        let err = |e: io::Error| os_error(e, &path);
+        self.flush_blocking().map_err(err)?;
+        self.file.sync_data().map_err(err)?;
+        let actual = digest_of(&self.file, self.size).map_err(err)?;
+        if actual != expected {
+            tracing::warn!(
+                path = %path,
+                written = self.written.covered(),
+                size = self.size,
+                "digest mismatch: expected {}, the file has {}",
+                expected.to_hex(),
+                actual.to_hex()
+            );
+            return Err(StorageError::Backend(format!(
+                "integrity check failed for '{path}': the received data does not match the \
+                 sender's digest; nothing was published"
+            )));
+        }
+        self.apply_metadata();
+        self.file.sync_all().map_err(err)?;
+        let dir = self.dir.as_raw_fd();
+        match self.mode {
+            OverwriteMode::InPlaceNever
+            | OverwriteMode::InPlaceAlways
+            | OverwriteMode::InPlaceSameSize => {}
+            OverwriteMode::Never => rename_no_replace(dir, &self.work, &self.name, &path)?,
+            OverwriteMode::Always => {
+                target_stat(dir, &self.name, &path)?;
+                renameat(dir, &self.work, &self.name).map_err(err)?;
+            }
+            OverwriteMode::Backup => {
+                if target_stat(dir, &self.name, &path)?.is_some() {
+                    self.keep_backup(dir)?;
+                }
+                renameat(dir, &self.work, &self.name).map_err(err)?;
+            }
+        }
+        self.published = true;
+        sync_dir(dir).map_err(err)
+    }
+
+    /// Mode 5: the current file becomes `NAME.bak` (replacing an older one). A hard link is
+    /// made first so that `NAME` never disappears; where links are not supported, a rename.
+    fn keep_backup(&self, dir: RawFd) -> StorageResult<()> {
+        let mut bak = self.name.as_bytes().to_vec();
+        bak.extend_from_slice(b".bak");
+        let bak_path = format!("{}.bak", self.path);
+        let bak = CString::new(bak).map_err(|_| {
+            StorageError::PermissionDenied("NUL is not allowed in names".to_string())
+        })?;
+        match unlinkat(dir, &bak) {
+            Ok(()) => {}
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {}
+            Err(e) if e.raw_os_error() == Some(libc::EISDIR) => {
+                return Err(StorageError::Conflict(format!(
+                    "'{bak_path}' is a folder, so the old file cannot be kept as its backup \
+                     (overwriteMode 5); nothing was published"
+                )))
+            }
+            Err(e) => return Err(os_error(e, &self.path)),
+        }
+        // SAFETY: both names are NUL-terminated; flags 0: a symbolic link is linked itself.
+        let linked = check(unsafe { libc::linkat(dir, self.name.as_ptr(), dir, bak.as_ptr(), 0) });
+        if linked.is_err() {
+            renameat(dir, &self.name, &bak).map_err(|e| os_error(e, &self.path))?;
+        }
+        Ok(())
+    }
+}
+
+/// Mode 3 at commit: rename unless the target appeared meanwhile.
+fn rename_no_replace(dir: RawFd, from: &CStr, to: &CStr, path: &RelPath) -> StorageResult<()> {
+    let appeared = || {
+        StorageError::Conflict(format!(
+            "'{path}' appeared while it was being received and overwriteMode 3 never replaces \
+             it; nothing was published"
+        ))
+    };
+    // SAFETY: both names are NUL-terminated; `dir` is an open folder handle.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_renameat2,
+            dir,
+            from.as_ptr(),
+            dir,
+            to.as_ptr(),
+            libc::RENAME_NOREPLACE,
+        )
+    };
+    if rc == 0 {
+        return Ok(());
+    }
+    let e = io::Error::last_os_error();
+    match e.raw_os_error() {
+        Some(libc::EEXIST) => Err(appeared()),
+        // No RENAME_NOREPLACE here (old kernel or file system): check, then rename.
+        Some(libc::ENOSYS | libc::EINVAL) => {
+            if target_stat(dir, to, path)?.is_some() {
+                return Err(appeared());
+            }
+            renameat(dir, from, to).map_err(|e| os_error(e, path))
+        }
+        _ => Err(os_error(e, path)),
+    }
+}
+
+#[async_trait]
+impl FileSink for FileDataSink {
+    fn resumed(&self) -> Vec<Range<u64>> {
+        self.resumed.clone()
+    }
+
+    fn window(&self) -> u64 {
+        u64::MAX
+    }
+
+    async fn write_at(&mut self, offset: u64, data: Bytes) -> StorageResult<()> {
+        if data.is_empty() {
+            return Ok(());
+        }
+        let fits = offset
+            .checked_add(data.len() as u64)
+            .is_some_and(|end| end <= self.size);
+        if !fits {
+            return Err(StorageError::Backend(format!(
+                "'{}': a write of {} bytes at offset {offset} goes past the end of the file \
+                 ({} bytes)",
+                self.path,
+                data.len(),
+                self.size
+            )));
+        }
+        self.pending_bytes += data.len();
+        self.pending.push((offset, data));
+        if self.pending_bytes >= FLUSH_BYTES || self.pending.len() >= FLUSH_COUNT {
+            self.flush().await?;
+        }
+        Ok(())
+    }
+
+    async fn checkpoint(&mut self) -> StorageResult<SinkCheckpoint> {
+        self.flush().await?;
+        let file = self.file.clone();
+        let dir = self.dir.clone();
+        let sync_folder = !self.dir_synced;
+        tokio::task::spawn_blocking(move || {
+            file.sync_data()?;
+            // A new file's name must survive a crash too.
+            if sync_folder {
+                sync_dir(dir.as_raw_fd())?;
+            }
+            Ok::<(), io::Error>(())
+        })
+        .await
+        .map_err(join_error)?
+        .map_err(|e| os_error(e, &self.path))?;
+        self.dir_synced = true;
+        self.keep_on_drop = true;
+        Ok(SinkCheckpoint {
+            state: self.state()?,
+            durable: self.written.ranges().to_vec(),
+        })
+    }
+
+    async fn commit(mut self: Box<Self>, expected: FileDigest) -> StorageResult<()> {
+        tokio::task::spawn_blocking(move || {
+            let result = self.commit_blocking(expected);
+            if result.is_err() {
+                if let Err(e) = self.discard() {
+                    tracing::warn!(path = %self.path, "cannot remove '{}': {e}", self.work_text);
+                }
+            }
+            self.done = true;
+            result
+        })
+        .await
+        .map_err(join_error)?
+    }
+
+    async fn abort(mut self: Box<Self>) -> StorageResult<()> {
+        tokio::task::spawn_blocking(move || {
+            self.done = true;
+            let path = self.path.clone();
+            self.discard().map_err(|e| os_error(e, &path))
+        })
+        .await
+        .map_err(join_error)?
+    }
+}
+
+impl Drop for FileDataSink {
+    fn drop(&mut self) {
+        if self.done || self.keep_on_drop {
+            return;
+        }
+        if let Err(e) = self.discard() {
+            tracing::warn!(path = %self.path, "cannot remove '{}': {e}", self.work_text);
+        }
+    }
+}
