@@ -101,6 +101,10 @@ pub struct RunArgs {
     /// Most packets read in one go before releasing due ones.
     #[arg(long, default_value_t = 64)]
     pub batch: usize,
+    /// Release packets up to this many µs before they are due (fewer wake-ups, larger merged
+    /// writes; a burst of at most this much time at the rate).
+    #[arg(long, default_value_t = 5.0, value_parser = parse_ms)]
+    pub early_us: f64,
     /// Do not use TUN offloads (vnet headers, TSO): every wire packet is a separate read and
     /// write. Slower; for comparison, or kernels where TUNSETOFFLOAD fails.
     #[arg(long)]

@@ -144,11 +144,13 @@ fn run(a: &RunArgs) -> Res<()> {
         ingress: tuns[0].raw(),
         egress: tuns[1].raw(),
         batch: a.batch,
+        early_ns: (a.early_us * 1e3) as u64,
     };
     let io_b2a = RelayIo {
         ingress: tuns[1].raw(),
         egress: tuns[0].raw(),
         batch: a.batch,
+        early_ns: (a.early_us * 1e3) as u64,
     };
     let origin = Instant::now();
     let limit = (a.duration_s > 0.0).then(|| Duration::from_secs_f64(a.duration_s));

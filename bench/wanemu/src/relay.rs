@@ -13,10 +13,6 @@ use crate::tun::{read_fd, write_fd};
 /// Longest single sleep, so a stop request is seen within this time even when idle.
 const MAX_SLEEP: Duration = Duration::from_millis(20);
 
-/// If the next packet is due within this time, release it now rather than sleep: a sleep this
-/// short costs more in wake-up latency than it gains in precision.
-const EARLY_RELEASE_NS: u64 = 2_000;
-
 /// How often to retry a blocked egress (TUN writes practically never block).
 const BLOCKED_RETRY: Duration = Duration::from_micros(100);
 
@@ -29,6 +25,9 @@ pub struct RelayIo {
     pub egress: RawFd,
     /// Most packets read in one go before releasing due ones.
     pub batch: usize,
+    /// Packets due within this many ns are released now rather than slept for: fewer wake-ups
+    /// and larger merged writes, at the price of leaving up to this much early.
+    pub early_ns: u64,
 }
 
 /// Nanoseconds since `origin` (the common clock of both directions).
@@ -85,7 +84,7 @@ pub fn run(
     let batch = io.batch.max(1);
     while !stop.load(Ordering::Relaxed) {
         let now = now_ns(origin);
-        if pump.release(now.saturating_add(EARLY_RELEASE_NS), |iov| {
+        if pump.release(now.saturating_add(io.early_ns), |iov| {
             write_fd(io.egress, iov)
         }) == Released::Blocked
         {
@@ -103,8 +102,8 @@ pub fn run(
         }
         let now = now_ns(origin);
         let sleep = match pump.next_due() {
-            Some(due) if due <= now.saturating_add(EARLY_RELEASE_NS) => continue,
-            Some(due) => Duration::from_nanos(due - now).min(MAX_SLEEP),
+            Some(due) if due <= now.saturating_add(io.early_ns) => continue,
+            Some(due) => Duration::from_nanos(due - now - io.early_ns).min(MAX_SLEEP),
             None => MAX_SLEEP,
         };
         if let Err(e) = wait(io.ingress, libc::POLLIN, sleep) {
