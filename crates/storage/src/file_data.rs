@@ -958,3 +958,692 @@ impl Drop for FileDataSink {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::Backend;
+    use crate::file::FileBackend;
+    use std::os::unix::fs::{symlink, MetadataExt};
+    use std::path::{Path, PathBuf};
+
+    const MODES: [OverwriteMode; 6] = [
+        OverwriteMode::InPlaceNever,
+        OverwriteMode::InPlaceAlways,
+        OverwriteMode::InPlaceSameSize,
+        OverwriteMode::Never,
+        OverwriteMode::Always,
+        OverwriteMode::Backup,
+    ];
+
+    fn p(s: &str) -> RelPath {
+        RelPath::parse(s).unwrap()
+    }
+
+    /// Deterministic pseudo-random bytes.
+    fn pattern(len: usize, seed: u64) -> Vec<u8> {
+        let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+        (0..len)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect()
+    }
+
+    /// A deterministic shuffle.
+    fn shuffle<T>(items: &mut [T], seed: u64) {
+        let mut x = seed | 1;
+        for i in (1..items.len()).rev() {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            items.swap(i, (x % (i as u64 + 1)) as usize);
+        }
+    }
+
+    fn digest(data: &[u8]) -> FileDigest {
+        let mut builder = DigestBuilder::new(data.len() as u64);
+        builder.update(data);
+        builder.finish().unwrap()
+    }
+
+    fn options(size: usize, mode: OverwriteMode) -> SinkOptions {
+        SinkOptions {
+            size: size as u64,
+            overwrite: mode,
+            executable: false,
+            modification_time: None,
+            reception_id: "t1-0".into(),
+            resume: None,
+        }
+    }
+
+    /// The partfiles in `dir`.
+    fn partfiles(dir: &Path) -> Vec<String> {
+        std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| is_partfile_name(n))
+            .collect()
+    }
+
+    /// A sandbox folder `root` next to a folder `outside` holding `secret`.
+    struct Fixture {
+        _dir: tempfile::TempDir,
+        root: PathBuf,
+        outside: PathBuf,
+        backend: FileBackend,
+    }
+
+    fn fixture() -> Fixture {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("root");
+        let outside = dir.path().join("outside");
+        std::fs::create_dir(&root).unwrap();
+        std::fs::create_dir(&outside).unwrap();
+        std::fs::write(outside.join("secret"), b"secret").unwrap();
+        let backend = FileBackend::new(root.clone());
+        Fixture {
+            _dir: dir,
+            root,
+            outside,
+            backend,
+        }
+    }
+
+    /// Writes `data` in pieces of `piece` bytes, in a shuffled order.
+    async fn write_shuffled(sink: &mut Box<dyn FileSink>, data: &[u8], piece: usize, seed: u64) {
+        let mut offsets: Vec<usize> = (0..data.len()).step_by(piece).collect();
+        shuffle(&mut offsets, seed);
+        for offset in offsets {
+            let end = (offset + piece).min(data.len());
+            sink.write_at(offset as u64, Bytes::copy_from_slice(&data[offset..end]))
+                .await
+                .unwrap();
+        }
+    }
+
+    async fn receive(
+        b: &FileBackend,
+        path: &str,
+        data: &[u8],
+        options: SinkOptions,
+    ) -> StorageResult<()> {
+        let mut sink = b.create_sink(&p(path), options).await?;
+        assert_eq!(sink.window(), u64::MAX);
+        assert!(sink.resumed().is_empty());
+        write_shuffled(&mut sink, data, 64 << 10, 7).await;
+        sink.commit(digest(data)).await
+    }
+
+    #[derive(Debug, Clone, Copy, PartialEq)]
+    enum Target {
+        Absent,
+        DifferentSize,
+        SameSize,
+        Empty,
+    }
+
+    #[tokio::test]
+    async fn every_mode_against_every_target() {
+        let new = pattern(300_000, 1);
+        for mode in MODES {
+            for target in [
+                Target::Absent,
+                Target::DifferentSize,
+                Target::SameSize,
+                Target::Empty,
+            ] {
+                let f = fixture();
+                let what = format!("mode {mode:?}, target {target:?}");
+                let old = match target {
+                    Target::Absent => None,
+                    Target::DifferentSize => Some(pattern(5_000, 2)),
+                    Target::SameSize => Some(pattern(new.len(), 3)),
+                    Target::Empty => Some(Vec::new()),
+                };
+                std::fs::create_dir(f.root.join("d")).unwrap();
+                let file = f.root.join("d/x");
+                let bak = f.root.join("d/x.bak");
+                if let Some(old) = &old {
+                    std::fs::write(&file, old).unwrap();
+                }
+                std::fs::write(&bak, b"older backup").unwrap();
+
+                let conflict = match (mode, target) {
+                    (_, Target::Absent) => false,
+                    (OverwriteMode::InPlaceNever | OverwriteMode::Never, _) => true,
+                    (OverwriteMode::InPlaceSameSize, Target::DifferentSize) => true,
+                    _ => false,
+                };
+                let result = receive(&f.backend, "d/x", &new, options(new.len(), mode)).await;
+                if conflict {
+                    let Err(StorageError::Conflict(message)) = result else {
+                        panic!("{what}: {result:?}");
+                    };
+                    assert!(message.contains("'/d/x'"), "{what}: {message}");
+                    let n = u8::from(mode);
+                    assert!(message.contains(&format!("overwriteMode {n}")), "{message}");
+                    if n != 2 {
+                        assert!(message.contains("never replaces it"), "{message}");
+                    } else {
+                        assert!(message.contains("5000 bytes"), "{message}");
+                    }
+                    assert_eq!(std::fs::read(&file).ok(), old, "{what}: target changed");
+                } else {
+                    result.unwrap_or_else(|e| panic!("{what}: {e}"));
+                    assert!(std::fs::read(&file).unwrap() == new, "{what}: content");
+                }
+                let expected_bak: Vec<u8> = match (&old, mode, conflict) {
+                    (Some(old), OverwriteMode::Backup, false) => old.clone(),
+                    _ => b"older backup".to_vec(),
+                };
+                assert_eq!(std::fs::read(&bak).unwrap(), expected_bak, "{what}: .bak");
+                assert!(
+                    partfiles(&f.root.join("d")).is_empty(),
+                    "{what}: partfile left"
+                );
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn partfile_modes_leave_the_target_alone_until_commit() {
+        let f = fixture();
+        let new = pattern(100_000, 4);
+        for mode in [OverwriteMode::Always, OverwriteMode::Backup] {
+            std::fs::write(f.root.join("x"), b"old").unwrap();
+            let mut sink = f
+                .backend
+                .create_sink(&p("x"), options(new.len(), mode))
+                .await
+                .unwrap();
+            write_shuffled(&mut sink, &new, 10_000, 1).await;
+            sink.checkpoint().await.unwrap();
+            assert_eq!(std::fs::read(f.root.join("x")).unwrap(), b"old");
+            let parts = partfiles(&f.root);
+            assert_eq!(parts, [".x.t1-0.slipstream-part"]);
+            // Listings show partfiles (they are ordinary hidden files).
+            let listed = f.backend.list(&RelPath::root(), 100, None).await.unwrap();
+            assert!(listed.entries.iter().any(|e| e.name == parts[0]));
+            sink.commit(digest(&new)).await.unwrap();
+            assert_eq!(std::fs::read(f.root.join("x")).unwrap(), new);
+            assert!(partfiles(&f.root).is_empty());
+        }
+        assert_eq!(std::fs::read(f.root.join("x.bak")).unwrap(), b"old");
+    }
+
+    #[tokio::test]
+    async fn mode_never_fails_at_commit_when_the_target_appeared() {
+        let f = fixture();
+        let new = pattern(70_000, 5);
+        let mut sink = f
+            .backend
+            .create_sink(&p("x"), options(new.len(), OverwriteMode::Never))
+            .await
+            .unwrap();
+        write_shuffled(&mut sink, &new, 4096, 2).await;
+        std::fs::write(f.root.join("x"), b"someone else's").unwrap();
+        let err = sink.commit(digest(&new)).await.unwrap_err();
+        assert!(
+            matches!(&err, StorageError::Conflict(m) if m.contains("appeared")),
+            "{err:?}"
+        );
+        assert_eq!(std::fs::read(f.root.join("x")).unwrap(), b"someone else's");
+        assert!(partfiles(&f.root).is_empty());
+    }
+
+    #[tokio::test]
+    async fn out_of_order_pieces_give_identical_bytes() {
+        let f = fixture();
+        let data = pattern(5 * MIB as usize + 12_345, 6);
+        for (i, mode) in [OverwriteMode::InPlaceAlways, OverwriteMode::Always]
+            .into_iter()
+            .enumerate()
+        {
+            let name = format!("big{i}");
+            receive(&f.backend, &name, &data, options(data.len(), mode))
+                .await
+                .unwrap();
+            assert!(std::fs::read(f.root.join(&name)).unwrap() == data);
+        }
+        assert!(partfiles(&f.root).is_empty());
+        // Tiny writes are gathered and still land in the right place.
+        let small = pattern(50_000, 8);
+        let mut sink = f
+            .backend
+            .create_sink(&p("small"), options(small.len(), OverwriteMode::Always))
+            .await
+            .unwrap();
+        write_shuffled(&mut sink, &small, 100, 3).await;
+        let durable = sink.checkpoint().await.unwrap().durable;
+        assert_eq!(durable, vec![0..small.len() as u64]);
+        sink.commit(digest(&small)).await.unwrap();
+        assert!(std::fs::read(f.root.join("small")).unwrap() == small);
+        // The empty file.
+        receive(&f.backend, "empty", &[], options(0, OverwriteMode::Backup))
+            .await
+            .unwrap();
+        assert_eq!(std::fs::read(f.root.join("empty")).unwrap(), b"");
+    }
+
+    #[tokio::test]
+    async fn wrong_digest_publishes_nothing() {
+        let data = pattern(200_000, 9);
+        let wrong = digest(&pattern(200_000, 10));
+        for mode in MODES {
+            let f = fixture();
+            let mut sink = f
+                .backend
+                .create_sink(&p("x"), options(data.len(), mode))
+                .await
+                .unwrap();
+            write_shuffled(&mut sink, &data, 64 << 10, 4).await;
+            let err = sink.commit(wrong).await.unwrap_err();
+            assert_eq!(
+                err,
+                StorageError::Backend(
+                    "integrity check failed for '/x': the received data does not match the \
+                     sender's digest; nothing was published"
+                        .into()
+                ),
+                "{mode:?}"
+            );
+            assert!(!f.root.join("x").exists(), "{mode:?}");
+            assert!(partfiles(&f.root).is_empty(), "{mode:?}");
+
+            // With an existing target, partfile modes leave it as it was.
+            if mode.uses_partfile() && mode != OverwriteMode::Never {
+                std::fs::write(f.root.join("x"), b"old").unwrap();
+                let mut sink = f
+                    .backend
+                    .create_sink(&p("x"), options(data.len(), mode))
+                    .await
+                    .unwrap();
+                write_shuffled(&mut sink, &data, 64 << 10, 4).await;
+                assert!(sink.commit(wrong).await.is_err());
+                assert_eq!(std::fs::read(f.root.join("x")).unwrap(), b"old");
+                assert!(!f.root.join("x.bak").exists());
+                assert!(partfiles(&f.root).is_empty(), "{mode:?}");
+            }
+        }
+        // A file with a gap (never fully written) fails the same way.
+        let f = fixture();
+        let mut sink = f
+            .backend
+            .create_sink(&p("x"), options(data.len(), OverwriteMode::Always))
+            .await
+            .unwrap();
+        sink.write_at(0, Bytes::copy_from_slice(&data[..1000]))
+            .await
+            .unwrap();
+        assert!(sink.commit(digest(&data)).await.is_err());
+        assert!(!f.root.join("x").exists());
+        assert!(partfiles(&f.root).is_empty());
+    }
+
+    #[tokio::test]
+    async fn checkpoint_drop_and_resume() {
+        let data = pattern(3 * MIB as usize + 777, 11);
+        let piece = 64 << 10;
+        for mode in MODES {
+            let f = fixture();
+            let mut offsets: Vec<usize> = (0..data.len()).step_by(piece).collect();
+            shuffle(&mut offsets, 5);
+            let (first, rest) = offsets.split_at(offsets.len() / 2);
+            let mut opts = options(data.len(), mode);
+            let mut sink = f.backend.create_sink(&p("x"), opts.clone()).await.unwrap();
+            for &offset in first {
+                let end = (offset + piece).min(data.len());
+                sink.write_at(offset as u64, Bytes::copy_from_slice(&data[offset..end]))
+                    .await
+                    .unwrap();
+            }
+            let checkpoint = sink.checkpoint().await.unwrap();
+            let expected_durable = {
+                let mut set = RangeSet::default();
+                for &offset in first {
+                    set.insert(offset as u64..((offset + piece).min(data.len())) as u64);
+                }
+                set.ranges().to_vec()
+            };
+            assert_eq!(checkpoint.durable, expected_durable, "{mode:?}");
+            let work = checkpoint.state["file"].as_str().unwrap().to_string();
+            if mode.uses_partfile() {
+                assert_eq!(work, ".x.t1-0.slipstream-part");
+            } else {
+                assert_eq!(work, "x");
+            }
+            assert_eq!(checkpoint.state["mode"], u8::from(mode));
+            assert_eq!(checkpoint.state["size"], data.len() as u64);
+            // A write after the checkpoint, then the process "stops".
+            sink.write_at(0, Bytes::from_static(b"x")).await.unwrap();
+            drop(sink);
+            assert!(f.root.join(&work).exists(), "{mode:?}: kept for resume");
+
+            opts.resume = Some(checkpoint.state.clone());
+            let mut sink = f
+                .backend
+                .create_sink(&p("x"), opts.clone())
+                .await
+                .unwrap_or_else(|e| panic!("{mode:?}: {e}"));
+            assert_eq!(sink.resumed(), checkpoint.durable, "{mode:?}");
+            for &offset in rest {
+                let end = (offset + piece).min(data.len());
+                sink.write_at(offset as u64, Bytes::copy_from_slice(&data[offset..end]))
+                    .await
+                    .unwrap();
+            }
+            let again = sink.checkpoint().await.unwrap();
+            assert_eq!(again.durable, vec![0..data.len() as u64]);
+            sink.commit(digest(&data)).await.unwrap();
+            assert!(std::fs::read(f.root.join("x")).unwrap() == data, "{mode:?}");
+            assert!(partfiles(&f.root).is_empty());
+
+            // A state whose file is gone (or another size) starts afresh.
+            if mode.uses_partfile() {
+                let mut stale = opts.clone();
+                stale.overwrite = OverwriteMode::Always;
+                stale.resume = Some(checkpoint.state.clone());
+                let sink = f.backend.create_sink(&p("x"), stale).await.unwrap();
+                assert!(sink.resumed().is_empty());
+                sink.abort().await.unwrap();
+                assert!(partfiles(&f.root).is_empty());
+            }
+        }
+        // Wrong size: fresh start, the file is received whole.
+        let f = fixture();
+        let mut opts = options(data.len(), OverwriteMode::Always);
+        let mut sink = f.backend.create_sink(&p("x"), opts.clone()).await.unwrap();
+        sink.write_at(0, Bytes::copy_from_slice(&data[..1000]))
+            .await
+            .unwrap();
+        let checkpoint = sink.checkpoint().await.unwrap();
+        drop(sink);
+        let part = f.root.join(".x.t1-0.slipstream-part");
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&part)
+            .unwrap()
+            .set_len(10)
+            .unwrap();
+        opts.resume = Some(checkpoint.state);
+        let mut sink = f.backend.create_sink(&p("x"), opts).await.unwrap();
+        assert!(sink.resumed().is_empty());
+        write_shuffled(&mut sink, &data, piece, 9).await;
+        sink.commit(digest(&data)).await.unwrap();
+        assert!(std::fs::read(f.root.join("x")).unwrap() == data);
+    }
+
+    #[tokio::test]
+    async fn abort_and_drop_clean_up() {
+        let data = pattern(100_000, 12);
+        for mode in MODES {
+            let f = fixture();
+            let mut sink = f
+                .backend
+                .create_sink(&p("x"), options(data.len(), mode))
+                .await
+                .unwrap();
+            write_shuffled(&mut sink, &data[..], 10_000, 1).await;
+            sink.abort().await.unwrap();
+            assert!(!f.root.join("x").exists(), "{mode:?}");
+            assert!(partfiles(&f.root).is_empty(), "{mode:?}");
+
+            // Dropped without a checkpoint: removed as well.
+            let mut sink = f
+                .backend
+                .create_sink(&p("x"), options(data.len(), mode))
+                .await
+                .unwrap();
+            sink.write_at(0, Bytes::from_static(b"abc")).await.unwrap();
+            drop(sink);
+            assert!(!f.root.join("x").exists(), "{mode:?}");
+            assert!(partfiles(&f.root).is_empty(), "{mode:?}");
+        }
+        // Abort of a partfile mode keeps the existing target; of mode 1, removes the replaced
+        // (now partial) file.
+        let f = fixture();
+        std::fs::write(f.root.join("x"), b"old").unwrap();
+        let sink = f
+            .backend
+            .create_sink(&p("x"), options(10, OverwriteMode::Backup))
+            .await
+            .unwrap();
+        sink.abort().await.unwrap();
+        assert_eq!(std::fs::read(f.root.join("x")).unwrap(), b"old");
+        let sink = f
+            .backend
+            .create_sink(&p("x"), options(10, OverwriteMode::InPlaceAlways))
+            .await
+            .unwrap();
+        sink.abort().await.unwrap();
+        assert!(!f.root.join("x").exists());
+        // Mode 2 into a same-size file that was never written to: left as it was.
+        std::fs::write(f.root.join("y"), b"0123456789").unwrap();
+        let sink = f
+            .backend
+            .create_sink(&p("y"), options(10, OverwriteMode::InPlaceSameSize))
+            .await
+            .unwrap();
+        sink.abort().await.unwrap();
+        assert_eq!(std::fs::read(f.root.join("y")).unwrap(), b"0123456789");
+    }
+
+    #[tokio::test]
+    async fn executable_bit_and_modification_time() {
+        let f = fixture();
+        let data = pattern(5000, 13);
+        let mtime = 1_600_000_000_123_456i64;
+        for (i, mode) in MODES.into_iter().enumerate() {
+            let name = format!("f{i}");
+            let mut opts = options(data.len(), mode);
+            opts.executable = true;
+            opts.modification_time = Some(mtime);
+            receive(&f.backend, &name, &data, opts).await.unwrap();
+            let meta = std::fs::metadata(f.root.join(&name)).unwrap();
+            assert_eq!(meta.mode() & 0o111, 0o111 & (meta.mode() >> 2), "{mode:?}");
+            assert_ne!(meta.mode() & 0o100, 0, "{mode:?}");
+            let entry = f.backend.stat(&p(&name)).await.unwrap().unwrap();
+            assert_eq!(entry.modification_time, Some(mtime), "{mode:?}");
+            assert!(entry.executable);
+
+            // Received again, not executable: the bit goes.
+            let mut opts = options(data.len(), mode);
+            opts.reception_id = "t2-0".into();
+            if matches!(mode, OverwriteMode::InPlaceNever | OverwriteMode::Never) {
+                std::fs::remove_file(f.root.join(&name)).unwrap();
+            }
+            receive(&f.backend, &name, &data, opts).await.unwrap();
+            let meta = std::fs::metadata(f.root.join(&name)).unwrap();
+            assert_eq!(meta.mode() & 0o111, 0, "{mode:?}");
+        }
+        // Before 1970.
+        let mut opts = options(3, OverwriteMode::Always);
+        opts.modification_time = Some(-1_000_000);
+        receive(&f.backend, "old", b"abc", opts).await.unwrap();
+        let entry = f.backend.stat(&p("old")).await.unwrap().unwrap();
+        assert_eq!(entry.modification_time, Some(-1_000_000));
+    }
+
+    #[tokio::test]
+    async fn symlinks_out_of_the_sandbox_are_refused() {
+        let f = fixture();
+        symlink("../outside", f.root.join("out")).unwrap();
+        symlink("/", f.root.join("slash")).unwrap();
+        symlink("../outside/secret", f.root.join("secret_link")).unwrap();
+        for b in [
+            FileBackend::new(f.root.clone()),
+            FileBackend::new_walk_only(f.root.clone()),
+        ] {
+            for mode in MODES {
+                for path in ["out/x", "out/secret", "slash/tmp/x"] {
+                    let made = b.create_sink(&p(path), options(3, mode)).await;
+                    assert!(
+                        matches!(made, Err(StorageError::PermissionDenied(_))),
+                        "{path} {mode:?}: {:?}",
+                        made.err()
+                    );
+                }
+            }
+            for path in ["out/secret", "secret_link", "slash/etc/passwd"] {
+                let read = b.open_reader(&p(path)).await;
+                assert!(
+                    matches!(read, Err(StorageError::PermissionDenied(_))),
+                    "{path}: {:?}",
+                    read.err()
+                );
+            }
+        }
+        assert_eq!(
+            std::fs::read_dir(&f.outside).unwrap().count(),
+            1,
+            "nothing was created outside"
+        );
+        // A link under the final name is an entry of its own: replaced (modes 1, 4, 5) or
+        // refused (0, 2, 3), never written through.
+        let b = &f.backend;
+        for mode in MODES {
+            let made = receive(b, "secret_link", b"new", options(3, mode)).await;
+            match mode {
+                OverwriteMode::InPlaceNever
+                | OverwriteMode::InPlaceSameSize
+                | OverwriteMode::Never => {
+                    assert!(matches!(made, Err(StorageError::Conflict(_))), "{mode:?}");
+                }
+                _ => {
+                    made.unwrap();
+                    let st = std::fs::symlink_metadata(f.root.join("secret_link")).unwrap();
+                    assert!(st.is_file(), "{mode:?}");
+                    std::fs::remove_file(f.root.join("secret_link")).unwrap();
+                    if mode == OverwriteMode::Backup {
+                        let bak = std::fs::symlink_metadata(f.root.join("secret_link.bak"));
+                        assert!(bak.unwrap().file_type().is_symlink());
+                        std::fs::remove_file(f.root.join("secret_link.bak")).unwrap();
+                    }
+                    symlink("../outside/secret", f.root.join("secret_link")).unwrap();
+                }
+            }
+            assert_eq!(std::fs::read(f.outside.join("secret")).unwrap(), b"secret");
+        }
+        assert!(partfiles(&f.root).is_empty());
+    }
+
+    #[tokio::test]
+    async fn missing_parent_folder_and_folder_targets() {
+        let f = fixture();
+        let made = f
+            .backend
+            .create_sink(&p("nope/x"), options(3, OverwriteMode::Always))
+            .await;
+        assert!(
+            matches!(&made, Err(StorageError::NotFound(m)) if m.contains("'/nope'")),
+            "{:?}",
+            made.err()
+        );
+        std::fs::create_dir(f.root.join("dir")).unwrap();
+        for mode in MODES {
+            let made = f.backend.create_sink(&p("dir"), options(3, mode)).await;
+            assert!(matches!(made, Err(StorageError::Conflict(_))), "{mode:?}");
+        }
+        let made = f
+            .backend
+            .create_sink(&RelPath::root(), options(3, OverwriteMode::Always))
+            .await;
+        assert!(matches!(made, Err(StorageError::Conflict(_))));
+        // Writing past the end is an error.
+        let mut sink = f
+            .backend
+            .create_sink(&p("x"), options(3, OverwriteMode::Always))
+            .await
+            .unwrap();
+        assert!(sink.write_at(2, Bytes::from_static(b"ab")).await.is_err());
+        assert!(sink
+            .write_at(u64::MAX, Bytes::from_static(b"ab"))
+            .await
+            .is_err());
+        sink.abort().await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn reader_reads_exact_bytes() {
+        let f = fixture();
+        let data = pattern(1_000_003, 14);
+        std::fs::write(f.root.join("r"), &data).unwrap();
+        for b in [
+            FileBackend::new(f.root.clone()),
+            FileBackend::new_walk_only(f.root.clone()),
+        ] {
+            let reader = b.open_reader(&p("r")).await.unwrap();
+            assert_eq!(reader.size(), data.len() as u64);
+            for (offset, len) in [(0, 10), (12_345, 65_536), (999_999, 4), (0, data.len())] {
+                let got = reader.read_at(offset as u64, len).await.unwrap();
+                assert_eq!(&got[..], &data[offset..offset + len]);
+            }
+            // Short only at the end; nothing at or past it.
+            let tail = reader.read_at(1_000_000, 100).await.unwrap();
+            assert_eq!(&tail[..], &data[1_000_000..]);
+            assert!(reader.read_at(1_000_003, 10).await.unwrap().is_empty());
+            assert!(reader.read_at(u64::MAX, 10).await.unwrap().is_empty());
+        }
+        let b = &f.backend;
+        assert!(matches!(
+            b.open_reader(&p("missing")).await.err(),
+            Some(StorageError::NotFound(_))
+        ));
+        std::fs::create_dir(f.root.join("folder")).unwrap();
+        let err = b.open_reader(&p("folder")).await.err();
+        assert!(
+            matches!(&err, Some(StorageError::NotFound(m)) if m.contains("is a folder")),
+            "{err:?}"
+        );
+        assert!(b.open_reader(&RelPath::root()).await.is_err());
+        // A FIFO is refused, without waiting for a writer.
+        let fifo = CString::new(f.root.join("fifo").as_os_str().as_encoded_bytes()).unwrap();
+        // SAFETY: a valid path string.
+        assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o644) }, 0);
+        let err = b.open_reader(&p("fifo")).await.err();
+        assert!(matches!(err, Some(StorageError::NotFound(_))), "{err:?}");
+    }
+
+    #[test]
+    fn partfile_names() {
+        assert_eq!(
+            partfile_name("a.txt", "t7-3"),
+            ".a.txt.t7-3.slipstream-part"
+        );
+        let odd = partfile_name("a", "x/y");
+        assert!(!odd.contains('/') && is_partfile_name(&odd), "{odd}");
+        assert_ne!(odd, partfile_name("a", "x_y"));
+        let long = "é".repeat(127);
+        let part = partfile_name(&long, "t1");
+        assert!(part.len() <= NAME_MAX, "{}", part.len());
+        assert!(part.ends_with(".t1.slipstream-part"));
+        assert_ne!(part, partfile_name(&format!("{long}x"), "t1"));
+    }
+
+    #[test]
+    fn range_set_merges() {
+        let mut set = RangeSet::default();
+        for i in 0..1_000_000u64 {
+            set.insert(i * 10..i * 10 + 10);
+        }
+        assert_eq!(set.ranges(), vec![0..10_000_000]);
+        let mut set = RangeSet::default();
+        set.insert(50..60);
+        set.insert(10..20);
+        set.insert(30..40);
+        set.insert(20..25);
+        assert_eq!(set.ranges(), [10..25, 30..40, 50..60]);
+        set.insert(5..55);
+        assert_eq!(set.ranges(), vec![5..60]);
+        set.insert(70..70);
+        set.insert(0..1);
+        set.insert(60..61);
+        assert_eq!(set.ranges(), [0..1, 5..61]);
+        assert_eq!(set.covered(), 57);
+    }
+}
