@@ -112,6 +112,15 @@ async fn keys_are_checked() {
         !m.contains("wrong-secret"),
         "the secret must not appear: {m}"
     );
+    // Backend operations explain the same way.
+    match S3Backend::new(&c)
+        .unwrap()
+        .list(&RelPath::root(), 10, None)
+        .await
+    {
+        Err(StorageError::Backend(m)) => assert!(m.contains("check secretKey"), "{m}"),
+        other => panic!("expected a Backend error, got {other:?}"),
+    }
 
     let c = config(&s, "no-such-bucket-slipstream");
     let m = probe_error(&c).await;

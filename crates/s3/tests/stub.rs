@@ -229,3 +229,31 @@ async fn odd_keys_in_listings_are_skipped() {
     assert!(RelPath::parse("dir/../x").is_err());
     assert_eq!(RelPath::parse("dir/./x").unwrap().as_str(), "dir/x");
 }
+
+#[tokio::test]
+async fn requests_are_signed_for_the_configured_region() {
+    // SeaweedFS accepts any region in the signature, so look at what the client sends.
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let log = seen.clone();
+    let endpoint = stub_with(move |head| {
+        log.lock().unwrap().push(head.to_string());
+        list_xml("", &[], &[])
+    })
+    .await;
+    let mut c = stub_config(&endpoint, "raw");
+    c.region = "eu-central-1".into();
+    probe(&c).await.unwrap();
+    let heads = seen.lock().unwrap().clone();
+    let auth = heads[0]
+        .lines()
+        .find(|l| l.to_ascii_lowercase().starts_with("authorization:"))
+        .expect("a signed request");
+    assert!(auth.contains("/eu-central-1/s3/aws4_request"), "{auth}");
+    assert!(auth.contains("Credential=AKIASTUB000000000000/"), "{auth}");
+    // Path style with endpointOverride: the bucket is in the path, not the host.
+    assert!(
+        heads[0].starts_with("GET /raw?") || heads[0].starts_with("GET /raw/?"),
+        "{}",
+        heads[0]
+    );
+}
