@@ -26,6 +26,9 @@
 //! Listings show folders and regular files; sockets, FIFOs and devices are left out, as are
 //! names that are not UTF-8 or hold control characters (no user path could name them).
 //! All blocking work runs in `tokio::task::spawn_blocking`.
+//!
+//! The data path of transfers (reader, sinks, partfiles) is in [`crate::file_data`]; it reuses
+//! this module's resolution.
 
 use crate::backend::{Backend, Entry, EntryKind, Page, Usage};
 use crate::data::{FileSink, ObjectReader, SinkOptions};

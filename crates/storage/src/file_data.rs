@@ -442,8 +442,13 @@ fn open_existing(dir: RawFd, name: &CStr, extra: i32) -> io::Result<Option<File>
         return Ok(None);
     }
     // Back to blocking mode for the writes (O_NONBLOCK only kept the open from waiting).
-    // SAFETY: fcntl on a descriptor we own; F_SETFL with plain flags.
-    check(unsafe { libc::fcntl(file.as_raw_fd(), libc::F_SETFL, libc::O_RDWR) })?;
+    // SAFETY: fcntl on a descriptor we own, reading its status flags.
+    let flags = unsafe { libc::fcntl(file.as_raw_fd(), libc::F_GETFL) };
+    if flags < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: as above, setting the same flags without O_NONBLOCK.
+    check(unsafe { libc::fcntl(file.as_raw_fd(), libc::F_SETFL, flags & !libc::O_NONBLOCK) })?;
     Ok(Some(file))
 }
 
@@ -1193,6 +1198,29 @@ mod tests {
             "{err:?}"
         );
         assert_eq!(std::fs::read(f.root.join("x")).unwrap(), b"someone else's");
+        assert!(partfiles(&f.root).is_empty());
+    }
+
+    #[tokio::test]
+    async fn mode_never_resume_checks_the_target_again() {
+        let f = fixture();
+        let mut opts = options(10, OverwriteMode::Never);
+        let mut sink = f.backend.create_sink(&p("x"), opts.clone()).await.unwrap();
+        sink.write_at(0, Bytes::from_static(b"01234"))
+            .await
+            .unwrap();
+        let checkpoint = sink.checkpoint().await.unwrap();
+        drop(sink);
+        assert_eq!(partfiles(&f.root).len(), 1);
+        std::fs::write(f.root.join("x"), b"theirs").unwrap();
+        opts.resume = Some(checkpoint.state);
+        let made = f.backend.create_sink(&p("x"), opts).await;
+        assert!(
+            matches!(made, Err(StorageError::Conflict(_))),
+            "{:?}",
+            made.err()
+        );
+        assert_eq!(std::fs::read(f.root.join("x")).unwrap(), b"theirs");
         assert!(partfiles(&f.root).is_empty());
     }
 
