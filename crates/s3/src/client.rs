@@ -349,7 +349,11 @@ fn userinfo(s: &str) -> String {
 
 /// The trust roots: the platform's, plus `caFile` and every PEM certificate in `caPath`.
 fn tls_context(config: &S3Config) -> StorageResult<TlsContext> {
-    let mut store = TrustStore::default();
+    // The SDK asserts (in debug builds) that enabled platform roots are not empty; a minimal
+    // container may have none, and then only caFile/caPath can be trusted anyway.
+    static PLATFORM_ROOTS: std::sync::LazyLock<bool> =
+        std::sync::LazyLock::new(|| !rustls_native_certs::load_native_certs().certs.is_empty());
+    let mut store = TrustStore::default().with_native_roots(*PLATFORM_ROOTS);
     for pem in extra_roots(config)? {
         store = store.with_pem_certificate(pem);
     }
