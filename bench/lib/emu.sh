@@ -96,8 +96,7 @@ emu_start() {
     "$WANEMU" --ns-a "$NS_A" --ns-b "$NS_B" --addr-a "$ADDR_A" --addr-b "$ADDR_B" "$@" \
         >"$EMU_OUT" 2>"$EMU_ERR" &
     EMU_PID=$!
-    local i
-    for i in $(seq 100); do
+    for _ in $(seq 100); do
         grep -q READY "$EMU_OUT" 2>/dev/null && return 0
         kill -0 "$EMU_PID" 2>/dev/null || break
         sleep 0.05
@@ -131,8 +130,7 @@ emu_sysctl_get() {
 emu_start_server() {
     ip netns exec "$NS_B" iperf3 -s -B "$ADDR_B" -p "$IPERF_PORT" >"$WORK/srv.log" 2>&1 &
     SRV_PID=$!
-    local i
-    for i in $(seq 100); do
+    for _ in $(seq 100); do
         ip netns exec "$NS_B" ss -Htln "sport = :$IPERF_PORT" 2>/dev/null | grep -q . && return 0
         sleep 0.05
     done
