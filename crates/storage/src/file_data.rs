@@ -1637,6 +1637,40 @@ mod tests {
         assert!(matches!(err, Some(StorageError::NotFound(_))), "{err:?}");
     }
 
+    /// Throughput of small in-order writes, commit included (run with `--release --ignored
+    /// --nocapture`).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    #[ignore]
+    async fn throughput_of_small_writes() {
+        let f = fixture();
+        let size = 256 * MIB as usize;
+        let block = 1200;
+        let data = Bytes::from(pattern(size, 15));
+        let expected = digest(&data);
+        let start = std::time::Instant::now();
+        let mut sink = f
+            .backend
+            .create_sink(&p("t"), options(size, OverwriteMode::Always))
+            .await
+            .unwrap();
+        for offset in (0..size).step_by(block) {
+            let end = (offset + block).min(size);
+            sink.write_at(offset as u64, data.slice(offset..end))
+                .await
+                .unwrap();
+        }
+        let written = start.elapsed();
+        sink.commit(expected).await.unwrap();
+        let total = start.elapsed();
+        let mbps = |d: Duration| size as f64 / d.as_secs_f64() / 1e6;
+        println!(
+            "{} writes of {block} B: written at {:.0} MB/s, with verified commit {:.0} MB/s",
+            size / block,
+            mbps(written),
+            mbps(total)
+        );
+    }
+
     #[test]
     fn partfile_names() {
         assert_eq!(
