@@ -326,9 +326,15 @@ pub(crate) fn create_sink(
         Some((file, written)) => {
             if mode == OverwriteMode::Never {
                 // The target may have appeared while the reception was interrupted.
-                if target_stat(dir_fd, &name, path)?.is_some() {
+                let refused = match target_stat(dir_fd, &name, path) {
+                    Ok(None) => None,
+                    Ok(Some(_)) => Some(never_conflict(path)),
+                    Err(e) => Some(e),
+                };
+                if let Some(e) = refused {
+                    // No partfile is left behind on a failure.
                     let _ = unlink_if_same(dir_fd, &work, &file);
-                    return Err(never_conflict(path));
+                    return Err(e);
                 }
             }
             (file, written, true, true)
@@ -461,8 +467,23 @@ fn create_fresh(
     path: &RelPath,
     options: &SinkOptions,
 ) -> StorageResult<(File, bool)> {
-    let target = target_stat(dir, name, path)?;
     let err = |e: io::Error| os_error(e, path);
+    if options.overwrite.uses_partfile() {
+        // A stale partfile of this reception (one that could not be resumed, or anything put
+        // under its name) goes first, so that no failure below leaves it behind.
+        match unlinkat(dir, work) {
+            Ok(()) => {}
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {}
+            Err(e) if e.raw_os_error() == Some(libc::EISDIR) => {
+                return Err(StorageError::Conflict(format!(
+                    "a folder named like the partfile '{}' of '{path}' is in the way",
+                    work.to_string_lossy()
+                )))
+            }
+            Err(e) => return Err(err(e)),
+        }
+    }
+    let target = target_stat(dir, name, path)?;
     let exists_conflict = |n: u8| {
         StorageError::Conflict(format!(
             "'{path}' exists and overwriteMode {n} never replaces it"
@@ -522,18 +543,6 @@ fn create_fresh(
         OverwriteMode::Never | OverwriteMode::Always | OverwriteMode::Backup => {
             if options.overwrite == OverwriteMode::Never && target.is_some() {
                 return Err(never_conflict(path));
-            }
-            // A stale partfile of this reception (or anything put under its name) goes.
-            match unlinkat(dir, work) {
-                Ok(()) => {}
-                Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {}
-                Err(e) if e.raw_os_error() == Some(libc::EISDIR) => {
-                    return Err(StorageError::Conflict(format!(
-                        "a folder named like the partfile '{}' of '{path}' is in the way",
-                        work.to_string_lossy()
-                    )))
-                }
-                Err(e) => return Err(err(e)),
             }
             (create_exclusive(dir, work).map_err(err)?, true)
         }
@@ -1221,6 +1230,24 @@ mod tests {
             made.err()
         );
         assert_eq!(std::fs::read(f.root.join("x")).unwrap(), b"theirs");
+        assert!(partfiles(&f.root).is_empty());
+
+        // A partfile that cannot be resumed is removed by a conflict too.
+        std::fs::remove_file(f.root.join("x")).unwrap();
+        let mut opts = options(10, OverwriteMode::Never);
+        let mut sink = f.backend.create_sink(&p("x"), opts.clone()).await.unwrap();
+        let mut state = sink.checkpoint().await.unwrap().state;
+        drop(sink);
+        assert_eq!(partfiles(&f.root).len(), 1);
+        state["ino"] = json!(0);
+        std::fs::write(f.root.join("x"), b"theirs").unwrap();
+        opts.resume = Some(state);
+        let made = f.backend.create_sink(&p("x"), opts).await;
+        assert!(
+            matches!(made, Err(StorageError::Conflict(_))),
+            "{:?}",
+            made.err()
+        );
         assert!(partfiles(&f.root).is_empty());
     }
 
