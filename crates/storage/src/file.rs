@@ -253,7 +253,7 @@ pub(crate) fn fstatat(dirfd: RawFd, name: &CStr, flags: i32) -> io::Result<libc:
     Ok(unsafe { st.assume_init() })
 }
 
-pub(crate) fn fstat(fd: &OwnedFd) -> io::Result<libc::stat> {
+fn fstat(fd: &OwnedFd) -> io::Result<libc::stat> {
     fstatat(fd.as_raw_fd(), c"", libc::AT_EMPTY_PATH)
 }
 
