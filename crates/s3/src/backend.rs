@@ -6,7 +6,9 @@
 //! prefix in memory. Keys that no sandbox path can name (`.`, `..`, empty segments) are not
 //! shown and are never reached.
 
-use crate::client::{build, Target, METADATA_ATTEMPT_TIMEOUT, METADATA_OPERATION_TIMEOUT};
+use crate::client::{
+    build, Target, CONNECT_TIMEOUT, METADATA_ATTEMPT_TIMEOUT, METADATA_OPERATION_TIMEOUT,
+};
 use crate::errors::{backend_error, service_status};
 use crate::keys::{
     copy_part_size, copy_source, normalize_prefix, part_ranges, visible_name, visible_path, KeyMap,
@@ -75,7 +77,17 @@ impl S3Backend {
             &target,
             Some((METADATA_ATTEMPT_TIMEOUT, METADATA_OPERATION_TIMEOUT)),
         )?;
-        let bulk = build(config, &target, None)?;
+        // Same HTTP client (one connection pool), without the per-attempt bounds.
+        let bulk = Client::from_conf(
+            meta.config()
+                .to_builder()
+                .timeout_config(
+                    aws_sdk_s3::config::timeout::TimeoutConfig::builder()
+                        .connect_timeout(CONNECT_TIMEOUT)
+                        .build(),
+                )
+                .build(),
+        );
         Ok(S3Backend {
             meta,
             bulk,
