@@ -84,6 +84,8 @@ impl S3Backend {
                 .timeout_config(
                     aws_sdk_s3::config::timeout::TimeoutConfig::builder()
                         .connect_timeout(CONNECT_TIMEOUT)
+                        .disable_operation_attempt_timeout()
+                        .disable_operation_timeout()
                         .build(),
                 )
                 .build(),
@@ -880,6 +882,42 @@ mod tests {
         let names: Vec<_> = v.iter().map(|e| e.name.as_str()).collect();
         // "a/" sorts after "a-b" ('-' < '/') and before "a0" ('/' < '0').
         assert_eq!(names, ["B", "a-b", "a", "a0"]);
+    }
+
+    #[test]
+    fn only_the_metadata_client_bounds_attempts() {
+        let mut c = slipstream_storage::config::S3Config {
+            path: String::new(),
+            bucket_name: "b".into(),
+            region: String::new(),
+            access_key_id: Some("AK".into()),
+            secret_key: Some(slipstream_storage::config::Secret("SK".into())),
+            session_token: None,
+            scheme: slipstream_storage::config::Scheme::Http,
+            endpoint_override: Some("127.0.0.1:9".into()),
+            proxy_scheme: slipstream_storage::config::Scheme::Http,
+            proxy_host: None,
+            proxy_port: None,
+            proxy_user_name: None,
+            proxy_password: None,
+            verify_ssl: true,
+            ca_path: None,
+            ca_file: None,
+            force_path_style: None,
+        };
+        c.path = "/x/".into();
+        let b = S3Backend::new(&c).unwrap();
+        let meta = b.meta.config().timeout_config().unwrap();
+        assert_eq!(
+            meta.operation_attempt_timeout(),
+            Some(METADATA_ATTEMPT_TIMEOUT)
+        );
+        assert_eq!(meta.connect_timeout(), Some(CONNECT_TIMEOUT));
+        let bulk = b.bulk.config().timeout_config().unwrap();
+        assert_eq!(bulk.operation_attempt_timeout(), None);
+        assert_eq!(bulk.operation_timeout(), None);
+        assert_eq!(bulk.connect_timeout(), Some(CONNECT_TIMEOUT));
+        assert_eq!(b.key_for(&RelPath::parse("a/b").unwrap()), "x/a/b");
     }
 
     #[test]
