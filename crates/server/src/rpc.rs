@@ -120,6 +120,21 @@ impl RpcError {
     }
 }
 
+impl From<slipstream_engine::EngineError> for RpcError {
+    fn from(error: slipstream_engine::EngineError) -> Self {
+        RpcError {
+            code: error.code,
+            http_status: if error.code == code::AUTH_FAILED {
+                401
+            } else {
+                200
+            },
+            message: error.message,
+            data: error.data,
+        }
+    }
+}
+
 impl From<StorageError> for RpcError {
     fn from(error: StorageError) -> Self {
         match error {
@@ -142,6 +157,11 @@ pub struct Params {
 }
 
 impl Params {
+    /// The params by name.
+    pub fn into_map(self) -> Map<String, Value> {
+        self.values
+    }
+
     /// Reads `params` (absent, an object or an array) for a method whose params are `names`.
     pub fn new(params: Option<Value>, names: &[&str]) -> Result<Params, RpcError> {
         let values = match params {

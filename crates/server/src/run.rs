@@ -96,9 +96,26 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
              set --sandbox-dir or a mapping with server.setSandboxMapping"
         );
     }
+    let sandboxes = Arc::new(Sandboxes::new(store.clone(), args.sandbox_dir.clone()));
+    let engine = slipstream_engine::Engine::start(slipstream_engine::EngineConfig {
+        state_dir: state_dir.clone(),
+        recv_bind: SocketAddr::from(([0, 0, 0, 0], args.recv_port)),
+        min_cipher: args.min_cipher,
+        incoming_rate_limit_kbps: args.incoming_rate_limit,
+        outgoing_rate_limit_kbps: args.outgoing_rate_limit,
+        server_id: facts.server_id.clone(),
+        certificate_fingerprint: identity.fingerprint.clone(),
+        sandboxes: sandboxes.clone(),
+        file_cache_upload_size: cache_upload,
+        file_cache_download_size: cache_download,
+        file_cache_size: cache_total,
+    })
+    .await
+    .map_err(|e| anyhow::anyhow!("transfer engine: {e}"))?;
     let context = Arc::new(Context {
         facts,
-        sandboxes: Sandboxes::new(store.clone(), args.sandbox_dir.clone()),
+        sandboxes,
+        engine: engine.clone(),
         store,
         auth,
         file_cache_used: AtomicU64::new(0),
@@ -122,6 +139,7 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
     shutdown_signal().await;
     let _ = stop_sender.send(true);
     let _ = tokio::time::timeout(Duration::from_secs(10), server).await;
+    engine.shutdown().await;
     tracing::info!("slipstream server stopped");
     Ok(())
 }

@@ -112,3 +112,9 @@ impl Sandboxes {
         )
     }
 }
+
+impl slipstream_engine::SandboxProvider for Sandboxes {
+    fn view(&self, user: &str) -> StorageResult<VirtualFs> {
+        Sandboxes::view(self, user)
+    }
+}

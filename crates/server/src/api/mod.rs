@@ -71,13 +71,28 @@ pub const METHODS: &[MethodSpec] = &[
 ];
 
 /// Finds a method by name; names without a namespace are in `server.` (as in JetStream).
-pub fn find_method(name: &str) -> Option<&'static MethodSpec> {
+/// `send.*` and `recv.*` come from the engine's table.
+pub fn find_method(name: &str) -> Option<MethodSpec> {
     let full = if name.contains('.') {
         name.to_string()
     } else {
         format!("server.{name}")
     };
-    METHODS.iter().find(|m| m.name == full)
+    let server = METHODS.iter().find(|m| m.name == full).map(|m| MethodSpec {
+        name: m.name,
+        params: m.params,
+        needs_auth: m.needs_auth,
+    });
+    server.or_else(|| {
+        slipstream_engine::METHODS
+            .iter()
+            .find(|(n, _)| *n == full)
+            .map(|(name, params)| MethodSpec {
+                name,
+                params,
+                needs_auth: true,
+            })
+    })
 }
 
 /// Static facts about this server that `getServerInfo` reports.
@@ -105,9 +120,11 @@ pub struct Context {
     /// Bytes of the S3 file cache in use.
     pub file_cache_used: AtomicU64,
     /// Users' sandboxes.
-    pub sandboxes: Sandboxes,
+    pub sandboxes: Arc<Sandboxes>,
     /// Background requests of the `...Async` methods.
     pub requests: Requests,
+    /// The transfer engine (`send.*`, `recv.*`).
+    pub engine: Arc<slipstream_engine::Engine>,
 }
 
 /// Who sent the HTTP request: the Authorization header and the client address. The login is
@@ -175,6 +192,7 @@ pub async fn dispatch(
 ) -> Result<Value, RpcError> {
     let context: &Context = shared;
     let spec = find_method(method_name).ok_or_else(|| RpcError::method_not_found(method_name))?;
+    let spec = &spec;
     let session = if spec.needs_auth {
         Some(caller.session(context).await?)
     } else {
@@ -196,6 +214,19 @@ pub async fn dispatch(
             server_methods::handle(name, call).await
         }
         Some(("server", name)) => fs_methods::handle(name, call, shared.clone()).await,
+        Some(("send" | "recv", _)) => {
+            let session = call.session()?;
+            let caller = slipstream_engine::Caller {
+                user: session.user.clone(),
+                superuser: session.superuser,
+                address: caller.address,
+            };
+            shared
+                .engine
+                .call(spec.name, params.clone().into_map(), &caller)
+                .await
+                .map_err(RpcError::from)
+        }
         _ => Err(RpcError::method_not_found(method_name)),
     }
 }

@@ -1,0 +1,248 @@
+//! The UDP data path: one socket (the server's `--recv-port`) that carries every transfer in
+//! both directions, demultiplexed by the protocol's session id, and the drivers that run
+//! [`slipstream_proto::Sender`] over storage readers and [`slipstream_proto::Receiver`] over
+//! storage sinks, with real time and real datagrams.
+//!
+//! The control plane negotiates a session over HTTPS (session id chosen by the receiver, a
+//! random 32-byte key, the cipher level, the block size, the file sizes, the byte ranges the
+//! receiver already has) and then calls [`DataEndpoint::start_send`] on the sending server and
+//! [`DataEndpoint::start_receive`] on the receiving one.
+//!
+//! CONTRACT (written before the implementation; the implementer fills in the bodies and may add
+//! fields, methods and modules, but keeps these names and meanings):
+
+use slipstream_proto::{CipherLevel, RateLimits};
+use slipstream_storage::data::{FileDigest, FileSink, ObjectReader, SinkCheckpoint};
+use slipstream_storage::StorageResult;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::ops::Range;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Why a data transfer stopped short.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DataError {
+    /// No acknowledgement from the peer for too long (the message says how long).
+    #[error("{0}")]
+    PeerSilent(String),
+    /// Reading the source or writing the sink failed (the storage error's message).
+    #[error("{0}")]
+    Storage(String),
+    /// Cancelled locally or by the peer.
+    #[error("cancelled")]
+    Cancelled,
+    /// Anything else (socket errors, protocol setup).
+    #[error("{0}")]
+    Other(String),
+}
+
+/// Counters of one direction of one transfer, as the API's Transfer reports them.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Progress {
+    pub bytes_sent: u64,
+    pub bytes_acked: u64,
+    /// Receiving side: distinct payload bytes received (including resumed ones).
+    pub bytes_received: u64,
+    pub block_size: u32,
+    pub total_blocks: u64,
+    pub blocks_sent: u64,
+    pub blocks_acked: u64,
+    pub blocks_retransmitted: u64,
+    pub packets_sent: u64,
+    pub packets_received: u64,
+    /// Datagrams dropped as forged, replayed, corrupted or malformed.
+    pub packets_dropped: u64,
+    /// Current send rate, kbit/s.
+    pub rate_kbps: u64,
+    pub round_trip_time_ms: f64,
+    /// Sending side: files whose digest is known (read completely).
+    pub files_read: u64,
+    /// Where the peer's datagrams come from (receiving side), once known.
+    pub peer: Option<SocketAddr>,
+    /// Bytes the receiver already had when this run started (resume); the rest was re-sent.
+    pub resumed_bytes: u64,
+}
+
+/// One file to send, in transfer order.
+pub struct SendFile {
+    pub reader: Box<dyn ObjectReader>,
+    pub size: u64,
+}
+
+/// Everything the sending driver needs.
+pub struct SendPlan {
+    pub session_id: u32,
+    /// The receiver's UDP address.
+    pub peer: SocketAddr,
+    pub cipher: CipherLevel,
+    pub key: [u8; 32],
+    pub block_size: u32,
+    pub files: Vec<SendFile>,
+    /// Global byte ranges (files laid end to end in order) the receiver already has durably.
+    pub resume: Vec<Range<u64>>,
+    pub rate: RateLimits,
+    /// Fail when no acknowledgement arrives for this long.
+    pub peer_timeout: Duration,
+}
+
+/// How a finished send ended.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SendOutcome {
+    /// Every file's digest, in order (computed while reading; ranges skipped by a resume are
+    /// read for hashing only).
+    pub digests: Vec<FileDigest>,
+    pub progress: Progress,
+}
+
+/// A running send. Dropping it does not stop the transfer; `cancel` or `pause` does.
+pub struct SendHandle {
+    _private: (),
+}
+
+impl SendHandle {
+    /// The counters right now.
+    pub fn progress(&self) -> Progress {
+        todo!("datapath")
+    }
+    /// Global byte ranges the receiver acknowledged (for the sender's own checkpoint).
+    pub fn acked(&self) -> Vec<Range<u64>> {
+        todo!("datapath")
+    }
+    /// Changes the rate limits at once.
+    pub fn set_rate(&self, rate: RateLimits) {
+        let _ = rate;
+        todo!("datapath")
+    }
+    /// Stops sending and tells the receiver the transfer is cancelled (CLOSE).
+    pub fn cancel(&self) {
+        todo!("datapath")
+    }
+    /// Stops sending without telling the receiver (suspend): a later `start_send` with the
+    /// receiver's durable ranges continues.
+    pub fn pause(&self) {
+        todo!("datapath")
+    }
+    /// Waits until every byte is acknowledged (then the outcome has the digests), or the send
+    /// stopped (cancel → `DataError::Cancelled`, pause → `DataError::Cancelled`, or failure).
+    pub async fn wait(&mut self) -> Result<SendOutcome, DataError> {
+        todo!("datapath")
+    }
+}
+
+/// Opens the sink of file `index` when its first byte arrives (sinks are opened lazily so that
+/// a transfer of many files does not hold a descriptor per file from the start).
+pub type SinkOpener = Arc<
+    dyn Fn(usize) -> Pin<Box<dyn Future<Output = StorageResult<Box<dyn FileSink>>> + Send>>
+        + Send
+        + Sync,
+>;
+
+/// Everything the receiving driver needs.
+pub struct ReceivePlan {
+    pub session_id: u32,
+    pub cipher: CipherLevel,
+    pub key: [u8; 32],
+    pub block_size: u32,
+    /// File sizes in transfer order.
+    pub sizes: Vec<u64>,
+    pub open_sink: SinkOpener,
+    /// Sinks already opened by the control plane on resume (index → sink), whose
+    /// `resumed()` ranges count as received.
+    pub resumed_sinks: Vec<(usize, Box<dyn FileSink>)>,
+    /// How often to checkpoint the sinks (api.md `checkpointFrequencySeconds`).
+    pub checkpoint_interval: Duration,
+    /// Give up when the sender is silent this long before all bytes arrived.
+    pub peer_timeout: Duration,
+}
+
+/// A checkpoint of a whole reception: each opened file's sink checkpoint, and the global byte
+/// ranges that are durable.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReceiveCheckpoint {
+    pub files: Vec<(usize, SinkCheckpoint)>,
+    pub durable: Vec<Range<u64>>,
+}
+
+/// A running reception.
+pub struct ReceiveHandle {
+    _private: (),
+}
+
+impl ReceiveHandle {
+    /// The counters right now.
+    pub fn progress(&self) -> Progress {
+        todo!("datapath")
+    }
+    /// The latest checkpoint (taken every `checkpoint_interval`), for the control plane to
+    /// persist.
+    pub fn checkpoints(&self) -> tokio::sync::watch::Receiver<Option<ReceiveCheckpoint>> {
+        todo!("datapath")
+    }
+    /// Waits until every byte has arrived (or fails), then commits every file's sink with its
+    /// digest (in file order; files never opened, e.g. empty ones, are opened and committed
+    /// too). Returns one result per file; the reception ends either way.
+    pub async fn finish(
+        &self,
+        digests: Vec<FileDigest>,
+    ) -> Result<Vec<StorageResult<()>>, DataError> {
+        let _ = digests;
+        todo!("datapath")
+    }
+    /// Aborts every opened sink and forgets the session.
+    pub async fn abort(&self) {
+        todo!("datapath")
+    }
+    /// Resolves when the sender cancelled (CLOSE with reason cancelled) or went silent.
+    pub async fn stopped(&self) -> DataError {
+        todo!("datapath")
+    }
+}
+
+/// Server-wide counters of the data socket.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct EndpointStats {
+    pub datagrams_received: u64,
+    pub datagrams_sent: u64,
+    /// Datagrams for no known session, or dropped by a session as forged/replayed/corrupt.
+    pub datagrams_dropped: u64,
+}
+
+/// The data socket of a server.
+pub struct DataEndpoint {
+    _private: (),
+}
+
+impl DataEndpoint {
+    /// Binds the UDP socket (large send and receive buffers) and starts its I/O tasks.
+    pub async fn bind(
+        address: SocketAddr,
+        outgoing_limit_kbps: Option<u64>,
+        incoming_limit_kbps: Option<u64>,
+    ) -> std::io::Result<Arc<DataEndpoint>> {
+        let _ = (address, outgoing_limit_kbps, incoming_limit_kbps);
+        todo!("datapath")
+    }
+    /// The bound address.
+    pub fn local_addr(&self) -> SocketAddr {
+        todo!("datapath")
+    }
+    /// A session id unused by any live session of this endpoint (nonzero, random).
+    pub fn allocate_session_id(&self) -> u32 {
+        todo!("datapath")
+    }
+    pub fn stats(&self) -> EndpointStats {
+        todo!("datapath")
+    }
+    /// Starts sending.
+    pub fn start_send(self: &Arc<Self>, plan: SendPlan) -> SendHandle {
+        let _ = plan;
+        todo!("datapath")
+    }
+    /// Starts receiving a negotiated session; datagrams for `plan.session_id` go to it.
+    pub fn start_receive(self: &Arc<Self>, plan: ReceivePlan) -> ReceiveHandle {
+        let _ = plan;
+        todo!("datapath")
+    }
+}
