@@ -176,6 +176,10 @@ fn run(a: &RunArgs) -> Res<()> {
         (h_a2b.join(), h_b2a.join())
     });
     let elapsed = origin.elapsed().as_secs_f64();
+    // Packets the kernel dropped because the TUN queue was full never reached the relay; read
+    // them before the devices go.
+    let tun_drops_a = netns::tun_tx_dropped(&a.ns.ns_a, &a.tun_a);
+    let tun_drops_b = netns::tun_tx_dropped(&a.ns.ns_b, &a.tun_b);
     drop(tuns);
     guard.remove_all();
 
@@ -195,9 +199,11 @@ fn run(a: &RunArgs) -> Res<()> {
     let c_a2b = report("a2b", r_a2b);
     let c_b2a = report("b2a", r_b2a);
     eprintln!(
-        "{{\"a2b\":{},\"b2a\":{},\"elapsed_s\":{elapsed:.3},\"seed\":{}}}",
+        "{{\"a2b\":{},\"b2a\":{},\"tun_queue_drops_a2b\":{},\"tun_queue_drops_b2a\":{},\"elapsed_s\":{elapsed:.3},\"seed\":{}}}",
         c_a2b.to_json(),
         c_b2a.to_json(),
+        tun_drops_a.map_or("null".to_owned(), |n| n.to_string()),
+        tun_drops_b.map_or("null".to_owned(), |n| n.to_string()),
         a.seed
     );
     if errors.is_empty() {

@@ -165,6 +165,21 @@ pub fn open_tun_in(ns: &str, dev: &str, offload: bool) -> Result<Tun, NsError> {
     })
 }
 
+/// The `tx_dropped` counter of device `dev` in namespace `ns`: packets the kernel could not queue
+/// to the TUN reader. `None` if it cannot be read. (`ip netns exec` mounts that namespace's
+/// sysfs; the device count is for what the device transmits, i.e. towards the relay.)
+pub fn tun_tx_dropped(ns: &str, dev: &str) -> Option<u64> {
+    let path = format!("/sys/class/net/{dev}/statistics/tx_dropped");
+    let out = Command::new("ip")
+        .args(["netns", "exec", ns, "cat", &path])
+        .output()
+        .ok()?;
+    if !out.status.success() {
+        return None;
+    }
+    String::from_utf8_lossy(&out.stdout).trim().parse().ok()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
