@@ -9,12 +9,14 @@
 //! - [`memory`]: an in-memory backend with the File semantics, for tests.
 //! - [`config`]: sandbox mappings as users write them (JSON), validation with errors that name
 //!   the key, placeholder expansion, secret redaction.
+//! - [`cache`]: the file cache S3 transfers buffer data in (bounded, per-transfer shares).
 //! - [`data`]: the data path of transfers: readers, sinks (partfiles, overwrite modes), the
 //!   file digest both ends compute.
 //! - [`vfs`]: a user's view: virtual roots → backends, safe resolution of user paths. Backends
 //!   are made by a [`vfs::BackendOpener`] that the server supplies, which is how S3 plugs in.
 
 pub mod backend;
+pub mod cache;
 pub mod config;
 pub mod data;
 pub mod error;
