@@ -33,8 +33,8 @@ run_case() { # NAME RATE IPERF-FLAGS...
     emu_start_server
     local t0 w0 t1 w1
     t0=$(emu_cpu_ticks); w0=$(date +%s.%N)
-    ip netns exec "$NS_A" iperf3 -c "$ADDR_B" -p "$IPERF_PORT" -t "$SECS" -J "$@" \
-        >"$WORK/client.json" 2>"$WORK/client.err" || true
+    emu_client "$WORK/client.json" "$WORK/client.err" \
+        ip netns exec "$NS_A" iperf3 -c "$ADDR_B" -p "$IPERF_PORT" -t "$SECS" -J "$@"
     t1=$(emu_cpu_ticks); w1=$(date +%s.%N)
     emu_stop
     python3 - "$WORK/client.json" "$EMU_ERR" "${OUT:-/dev/null}" <<PY

@@ -60,8 +60,8 @@ for owd in $DELAYS_MS; do
         emu_start_server
         t0=$(emu_cpu_ticks)
         w0=$(date +%s.%N)
-        ip netns exec "$NS_A" iperf3 -c "$ADDR_B" -p "$IPERF_PORT" -t "$SECS" -C "$cc" -J \
-            >"$WORK/client.json" 2>"$WORK/client.err" || true
+        emu_client "$WORK/client.json" "$WORK/client.err" \
+            ip netns exec "$NS_A" iperf3 -c "$ADDR_B" -p "$IPERF_PORT" -t "$SECS" -C "$cc" -J
         t1=$(emu_cpu_ticks)
         w1=$(date +%s.%N)
         emu_stop

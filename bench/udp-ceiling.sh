@@ -34,8 +34,8 @@ for b in $UDP_RATES; do
     emu_start --delay-ms "$OWD_MS" --loss "$LOSS" --loss-a2b-only --rate "$RATE" --buf-ms "$BUF_MS" --seed "$SEED"
     emu_start_server
     t0=$(emu_cpu_ticks); w0=$(date +%s.%N)
-    ip netns exec "$NS_A" iperf3 -c "$ADDR_B" -p "$IPERF_PORT" -u -b "$b" -l "$LEN" -w "$SOCKBUF" \
-        -t "$SECS" -J >"$WORK/client.json" 2>"$WORK/client.err" || true
+    emu_client "$WORK/client.json" "$WORK/client.err" \
+        ip netns exec "$NS_A" iperf3 -c "$ADDR_B" -p "$IPERF_PORT" -u -b "$b" -l "$LEN" -w "$SOCKBUF" -t "$SECS" -J
     t1=$(emu_cpu_ticks); w1=$(date +%s.%N)
     emu_stop
     python3 - "$WORK/client.json" "$EMU_ERR" "${OUT:-/dev/null}" <<PY

@@ -15,6 +15,7 @@ ADDR_B=10.77.9.2
 IPERF_PORT=${IPERF_PORT:-5201}
 EMU_PID=
 SRV_PID=
+CLI_PID=
 EMU_OUT=
 EMU_ERR=
 WORK=
@@ -68,8 +69,24 @@ emu_stop_server() {
     fi
 }
 
+# emu_client OUT ERR CMD... : runs a client in the background and waits for it. (A foreground
+# child would delay the INT/TERM traps until it finished; `wait` returns at once.)
+emu_client() {
+    local out=$1 err=$2
+    shift 2
+    "$@" >"$out" 2>"$err" &
+    CLI_PID=$!
+    wait "$CLI_PID" || true
+    CLI_PID=
+}
+
 # Stops the emulator (SIGTERM: it prints its counters and removes its namespaces).
 emu_stop() {
+    if [ -n "$CLI_PID" ]; then
+        kill "$CLI_PID" 2>/dev/null || true
+        wait "$CLI_PID" 2>/dev/null || true
+        CLI_PID=
+    fi
     emu_stop_server
     if [ -n "$EMU_PID" ]; then
         kill -TERM "$EMU_PID" 2>/dev/null || true
