@@ -1,11 +1,12 @@
-//! TCP segmentation offload at the TUN boundary, so the relay handles one 64 KiB read instead of
-//! forty-odd 1500-byte ones, while the impairment model still sees every MTU-sized packet.
+//! TCP (and UDP) segmentation offload at the TUN boundary, so the relay handles one 64 KiB read
+//! instead of forty-odd 1500-byte ones, while the impairment model still sees every wire packet.
 //!
 //! With `IFF_VNET_HDR` each TUN read or write starts with a 10-byte `virtio_net_hdr`. After
 //! `TUNSETOFFLOAD(TUN_F_CSUM | TUN_F_TSO4)` the sending stack hands over TCP/IPv4 super-packets
 //! (`gso_type` TCPV4, `gso_size` = MSS) with a partial checksum. [`Segmenter`] cuts such a
 //! packet into wire packets exactly as the kernel's software GSO would (sequence numbers, IP ids,
-//! FIN/PSH only on the last segment, CWR only on the first), each with a header that asks the
+//! FIN/PSH only on the last segment, CWR only on the first; for UDP `UDP_SEGMENT` super-packets,
+//! `gso_type` UDP_L4, the per-datagram UDP length), each with a header that asks the
 //! receiving kernel to treat the checksum as partial (`NEEDS_CSUM`), which local delivery accepts.
 //! On the way out, [`merge_header`] rebuilds one super-packet header for a run of consecutive
 //! segments that are due together, so the receiving stack also gets GRO-sized packets.
@@ -20,6 +21,8 @@ pub const F_NEEDS_CSUM: u8 = 1;
 pub const GSO_NONE: u8 = 0;
 /// `VIRTIO_NET_HDR_GSO_TCPV4`.
 pub const GSO_TCPV4: u8 = 1;
+/// `VIRTIO_NET_HDR_GSO_UDP_L4` (UDP segmentation offload, `UDP_SEGMENT` senders).
+pub const GSO_UDP_L4: u8 = 5;
 /// `VIRTIO_NET_HDR_GSO_ECN` flag bit.
 pub const GSO_ECN: u8 = 0x80;
 
@@ -27,6 +30,9 @@ const TCP_FIN: u8 = 0x01;
 const TCP_PSH: u8 = 0x08;
 const TCP_CWR: u8 = 0x80;
 const TCP_CSUM_OFFSET: u16 = 16;
+const UDP_CSUM_OFFSET: u16 = 6;
+const PROTO_TCP: u8 = 6;
+const PROTO_UDP: u8 = 17;
 
 /// A parsed `virtio_net_hdr` (native byte order, as TUN uses by default on little-endian hosts).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -109,60 +115,80 @@ pub fn ipv4_fix_checksum(ip: &mut [u8], ihl: usize) {
     ip[10..12].copy_from_slice(&c.to_be_bytes());
 }
 
-/// The partial TCP checksum a `NEEDS_CSUM` packet carries: the folded pseudo-header sum for a
-/// TCP segment of `tcp_len` bytes (header + payload), not complemented.
-pub fn tcp4_pseudo_partial(ip: &[u8], tcp_len: usize) -> u16 {
+/// The partial checksum a `NEEDS_CSUM` packet carries: the folded pseudo-header sum (addresses
+/// from the IPv4 header `ip`, protocol `proto`, transport length `l4_len`), not complemented.
+pub fn pseudo_partial(ip: &[u8], proto: u8, l4_len: usize) -> u16 {
     let mut s = sum16(0, &ip[12..20]);
-    s = s.wrapping_add(6); // protocol TCP
-    s = s.wrapping_add(tcp_len as u32);
+    s = s.wrapping_add(u32::from(proto));
+    s = s.wrapping_add(l4_len as u32);
     fold(s)
 }
 
-/// Full TCP checksum of a TCP/IPv4 packet (used by tests to check what the kernel would compute).
-pub fn tcp4_full_checksum(pkt: &[u8]) -> u16 {
+/// Full transport checksum of a TCP/IPv4 or UDP/IPv4 packet, ignoring the stored one (what the
+/// kernel would compute; the tests compare partial checksums against it).
+pub fn full_checksum(pkt: &[u8]) -> u16 {
     let ihl = usize::from(pkt[0] & 0x0F) * 4;
+    let off = if pkt[9] == PROTO_UDP { 6 } else { 16 };
     let mut s = sum16(0, &pkt[12..20]);
-    s = s.wrapping_add(6);
+    s = s.wrapping_add(u32::from(pkt[9]));
     s = s.wrapping_add((pkt.len() - ihl) as u32);
-    let tcp = &pkt[ihl..];
-    s = sum16(s, &tcp[..16]);
-    s = sum16(s, &tcp[18..]);
+    let l4 = &pkt[ihl..];
+    s = sum16(s, &l4[..off]);
+    s = sum16(s, &l4[off + 2..]);
     !fold(s)
 }
 
-/// Header lengths (IP, TCP) of a TCP/IPv4 packet, checked against `pkt`.
-pub fn tcp4_header_lens(pkt: &[u8]) -> Result<(usize, usize), GsoError> {
-    if pkt.len() < 40 || pkt[0] >> 4 != 4 || pkt[9] != 6 {
+/// Header lengths (IP, transport) and protocol of a TCP/IPv4 or UDP/IPv4 packet, checked
+/// against `pkt`.
+pub fn l4_header_lens(pkt: &[u8]) -> Result<(usize, usize, u8), GsoError> {
+    if pkt.len() < 28 || pkt[0] >> 4 != 4 {
         return Err(GsoError::Malformed);
     }
     let ihl = usize::from(pkt[0] & 0x0F) * 4;
-    if ihl < 20 || pkt.len() < ihl + 20 {
+    let proto = pkt[9];
+    let l4 = match proto {
+        PROTO_TCP if ihl >= 20 && pkt.len() >= ihl + 20 => usize::from(pkt[ihl + 12] >> 4) * 4,
+        PROTO_UDP => 8,
+        _ => return Err(GsoError::Malformed),
+    };
+    if ihl < 20 || (proto == PROTO_TCP && l4 < 20) || pkt.len() < ihl + l4 {
         return Err(GsoError::Malformed);
     }
-    let thl = usize::from(pkt[ihl + 12] >> 4) * 4;
-    if thl < 20 || pkt.len() < ihl + thl {
-        return Err(GsoError::Malformed);
-    }
-    Ok((ihl, thl))
+    Ok((ihl, l4, proto))
 }
 
-/// The vnet header of a single (non-GSO) TCP/IPv4 packet with a partial checksum.
-pub fn single_hdr(ihl: usize, thl: usize) -> VnetHdr {
+/// The vnet header of a single (non-GSO) TCP or UDP/IPv4 packet with a partial checksum.
+pub fn single_hdr(ihl: usize, l4: usize, proto: u8) -> VnetHdr {
     VnetHdr {
         flags: F_NEEDS_CSUM,
         gso_type: GSO_NONE,
-        hdr_len: (ihl + thl) as u16,
+        hdr_len: (ihl + l4) as u16,
         gso_size: 0,
         csum_start: ihl as u16,
-        csum_offset: TCP_CSUM_OFFSET,
+        csum_offset: if proto == PROTO_UDP {
+            UDP_CSUM_OFFSET
+        } else {
+            TCP_CSUM_OFFSET
+        },
     }
 }
 
-/// Cuts a TCP/IPv4 super-packet (without its vnet header) into segments of `mss` payload bytes,
-/// one at a time, so the caller can run each through the model before copying it anywhere.
+/// The GSO type that carries `proto`.
+fn gso_type_of(proto: u8) -> u8 {
+    if proto == PROTO_UDP {
+        GSO_UDP_L4
+    } else {
+        GSO_TCPV4
+    }
+}
+
+/// Cuts a TCP/IPv4 or UDP/IPv4 super-packet (without its vnet header) into segments of `mss`
+/// payload bytes, one at a time, so the caller can run each through the model before copying
+/// it anywhere. A UDP super-packet (from a `UDP_SEGMENT` sender) becomes its datagrams.
 #[derive(Debug, Clone, Copy)]
 pub struct Segmenter<'a> {
     pkt: &'a [u8],
+    proto: u8,
     ihl: usize,
     thl: usize,
     mss: usize,
@@ -175,21 +201,32 @@ pub struct Segmenter<'a> {
 impl<'a> Segmenter<'a> {
     /// Checks the packet and prepares to cut it.
     pub fn new(pkt: &'a [u8], mss: usize) -> Result<Self, GsoError> {
-        let (ihl, thl) = tcp4_header_lens(pkt)?;
+        let (ihl, thl, proto) = l4_header_lens(pkt)?;
         if mss == 0 || pkt.len() > 65_535 + 64 {
             return Err(GsoError::Malformed);
         }
         let payload = pkt.len() - ihl - thl;
+        let tcp = proto == PROTO_TCP;
         Ok(Self {
             pkt,
+            proto,
             ihl,
             thl,
             mss,
             count: payload.div_ceil(mss).max(1),
             id0: u16::from_be_bytes([pkt[4], pkt[5]]),
-            seq0: u32::from_be_bytes([pkt[ihl + 4], pkt[ihl + 5], pkt[ihl + 6], pkt[ihl + 7]]),
-            flags0: pkt[ihl + 13],
+            seq0: if tcp {
+                u32::from_be_bytes([pkt[ihl + 4], pkt[ihl + 5], pkt[ihl + 6], pkt[ihl + 7]])
+            } else {
+                0
+            },
+            flags0: if tcp { pkt[ihl + 13] } else { 0 },
         })
+    }
+
+    /// The vnet GSO type matching the packet's protocol.
+    pub fn gso_type(&self) -> u8 {
+        gso_type_of(self.proto)
     }
 
     /// Number of segments.
@@ -217,30 +254,36 @@ impl<'a> Segmenter<'a> {
         if k >= self.count || buf.len() < VNET_HDR_LEN + total {
             return Err(GsoError::Malformed);
         }
-        buf[..VNET_HDR_LEN].copy_from_slice(&single_hdr(ihl, self.thl).to_bytes());
+        let vh = single_hdr(ihl, self.thl, self.proto);
+        buf[..VNET_HDR_LEN].copy_from_slice(&vh.to_bytes());
         let out = &mut buf[VNET_HDR_LEN..VNET_HDR_LEN + total];
         out[..hl].copy_from_slice(&self.pkt[..hl]);
         out[hl..].copy_from_slice(chunk);
         out[2..4].copy_from_slice(&(total as u16).to_be_bytes());
         out[4..6].copy_from_slice(&self.id0.wrapping_add(k as u16).to_be_bytes());
         ipv4_fix_checksum(out, ihl);
-        let seq = self.seq0.wrapping_add((k * self.mss) as u32);
-        out[ihl + 4..ihl + 8].copy_from_slice(&seq.to_be_bytes());
-        let mut f = self.flags0;
-        if k + 1 < self.count {
-            f &= !(TCP_FIN | TCP_PSH);
+        if self.proto == PROTO_TCP {
+            let seq = self.seq0.wrapping_add((k * self.mss) as u32);
+            out[ihl + 4..ihl + 8].copy_from_slice(&seq.to_be_bytes());
+            let mut f = self.flags0;
+            if k + 1 < self.count {
+                f &= !(TCP_FIN | TCP_PSH);
+            }
+            if k > 0 {
+                f &= !TCP_CWR;
+            }
+            out[ihl + 13] = f;
+        } else {
+            out[ihl + 4..ihl + 6].copy_from_slice(&((total - ihl) as u16).to_be_bytes());
         }
-        if k > 0 {
-            f &= !TCP_CWR;
-        }
-        out[ihl + 13] = f;
-        let partial = tcp4_pseudo_partial(out, total - ihl);
-        out[ihl + 16..ihl + 18].copy_from_slice(&partial.to_be_bytes());
+        let partial = pseudo_partial(out, self.proto, total - ihl);
+        let at = ihl + usize::from(vh.csum_offset);
+        out[at..at + 2].copy_from_slice(&partial.to_be_bytes());
         Ok(VNET_HDR_LEN + total)
     }
 }
 
-/// Builds, in `out`, the vnet header plus IP/TCP header of one super-packet made of consecutive
+/// Builds, in `out`, the vnet header plus IP/TCP (or IP/UDP) header of one super-packet made of consecutive
 /// segments: `first` and `last` are the first and last segments (each with its vnet header, as
 /// written by [`Segmenter`]), `payload_total` the sum of their payloads and `mss` the payload
 /// of every segment but the last. Returns the length written (10 + header length).
@@ -253,26 +296,33 @@ pub fn merge_header(
 ) -> Result<usize, GsoError> {
     let p = first.get(VNET_HDR_LEN..).ok_or(GsoError::Malformed)?;
     let l = last.get(VNET_HDR_LEN..).ok_or(GsoError::Malformed)?;
-    let (ihl, thl) = tcp4_header_lens(p)?;
+    let (ihl, thl, proto) = l4_header_lens(p)?;
     let hl = ihl + thl;
     let total = hl + payload_total;
     if total > 65_535 || out.len() < VNET_HDR_LEN + hl || mss == 0 || mss > 65_535 {
         return Err(GsoError::Malformed);
     }
+    let single = single_hdr(ihl, thl, proto);
     let vh = VnetHdr {
-        gso_type: GSO_TCPV4,
+        gso_type: gso_type_of(proto),
         gso_size: mss as u16,
-        ..single_hdr(ihl, thl)
+        ..single
     };
     out[..VNET_HDR_LEN].copy_from_slice(&vh.to_bytes());
     let h = &mut out[VNET_HDR_LEN..VNET_HDR_LEN + hl];
     h.copy_from_slice(&p[..hl]);
     h[2..4].copy_from_slice(&(total as u16).to_be_bytes());
     ipv4_fix_checksum(h, ihl);
-    let last_flags = l.get(ihl + 13).copied().ok_or(GsoError::Malformed)?;
-    h[ihl + 13] |= last_flags & (TCP_FIN | TCP_PSH);
-    let partial = tcp4_pseudo_partial(h, total - ihl);
-    h[ihl + 16..ihl + 18].copy_from_slice(&partial.to_be_bytes());
+    if proto == PROTO_TCP {
+        let last_flags = l.get(ihl + 13).copied().ok_or(GsoError::Malformed)?;
+        h[ihl + 13] |= last_flags & (TCP_FIN | TCP_PSH);
+    } else {
+        // Like a UDP GRO packet: the UDP length covers the whole super-packet.
+        h[ihl + 4..ihl + 6].copy_from_slice(&((total - ihl) as u16).to_be_bytes());
+    }
+    let partial = pseudo_partial(h, proto, total - ihl);
+    let at = ihl + usize::from(single.csum_offset);
+    h[at..at + 2].copy_from_slice(&partial.to_be_bytes());
     Ok(VNET_HDR_LEN + hl)
 }
 
@@ -374,7 +424,7 @@ pub(crate) mod tests {
             let partial = u16::from_be_bytes([ip[36], ip[37]]);
             let mut full = sum16(u32::from(partial), &ip[20..36]);
             full = sum16(full, &ip[38..]);
-            assert_eq!(!fold(full), tcp4_full_checksum(ip));
+            assert_eq!(!fold(full), full_checksum(ip));
             payload.extend_from_slice(&ip[52..]);
         }
         assert_eq!(payload, pkt[52..]);
@@ -413,7 +463,7 @@ pub(crate) mod tests {
         }
         let partial = u16::from_be_bytes([whole[36], whole[37]]);
         let full = sum16(sum16(u32::from(partial), &whole[20..36]), &whole[38..]);
-        assert_eq!(!fold(full), tcp4_full_checksum(&whole));
+        assert_eq!(!fold(full), full_checksum(&whole));
     }
 
     #[test]
@@ -438,8 +488,71 @@ pub(crate) mod tests {
         let mut out = [0u8; 128];
         let seg = segments(&pkt, 1000);
         assert!(merge_header(&seg[0], &seg[1], 70_000, 1000, &mut out).is_err());
-        let mut udp = packet(100, 0);
-        udp[9] = 17;
-        assert_eq!(tcp4_header_lens(&udp), Err(GsoError::Malformed));
+        let mut icmp = packet(100, 0);
+        icmp[9] = 1;
+        assert_eq!(l4_header_lens(&icmp), Err(GsoError::Malformed));
+    }
+
+    /// A UDP/IPv4 packet carrying `payload` bytes 0, 1, 2, ... (a `UDP_SEGMENT` super-packet
+    /// when larger than the segment size).
+    pub(crate) fn udp_packet(payload: usize) -> Vec<u8> {
+        let mut p = vec![0u8; 28 + payload];
+        p[0] = 0x45;
+        p[2..4].copy_from_slice(&((28 + payload) as u16).to_be_bytes());
+        p[4..6].copy_from_slice(&0x1234u16.to_be_bytes());
+        p[8] = 64;
+        p[9] = PROTO_UDP;
+        p[12..16].copy_from_slice(&[10, 77, 9, 1]);
+        p[16..20].copy_from_slice(&[10, 77, 9, 2]);
+        ipv4_fix_checksum(&mut p, 20);
+        p[20..22].copy_from_slice(&4000u16.to_be_bytes());
+        p[22..24].copy_from_slice(&8886u16.to_be_bytes());
+        p[24..26].copy_from_slice(&((8 + payload) as u16).to_be_bytes());
+        for (i, b) in p[28..].iter_mut().enumerate() {
+            *b = (i * 7) as u8;
+        }
+        p
+    }
+
+    #[test]
+    fn udp_super_packet_becomes_datagrams_and_merges_back() {
+        let pkt = udp_packet(3 * 1200 + 500);
+        let s = Segmenter::new(&pkt, 1200).unwrap();
+        assert_eq!((s.count(), s.gso_type()), (4, GSO_UDP_L4));
+        let segs = segments(&pkt, 1200);
+        let mut payload = Vec::new();
+        for (k, seg) in segs.iter().enumerate() {
+            let vh = VnetHdr::parse(seg).unwrap();
+            assert_eq!(
+                (vh.flags, vh.hdr_len, vh.csum_start, vh.csum_offset),
+                (1, 28, 20, 6)
+            );
+            let ip = &seg[VNET_HDR_LEN..];
+            let plen = if k < 3 { 1200 } else { 500 };
+            assert_eq!(ip.len(), 28 + plen);
+            assert_eq!(u16::from_be_bytes([ip[2], ip[3]]) as usize, ip.len());
+            assert_eq!(
+                u16::from_be_bytes([ip[24], ip[25]]) as usize,
+                8 + plen,
+                "UDP length"
+            );
+            assert_eq!(u16::from_be_bytes([ip[4], ip[5]]), 0x1234 + k as u16);
+            assert_eq!(fold(sum16(0, &ip[..20])), 0xFFFF);
+            let partial = u16::from_be_bytes([ip[26], ip[27]]);
+            let full = sum16(sum16(u32::from(partial), &ip[20..26]), &ip[28..]);
+            assert_eq!(!fold(full), full_checksum(ip));
+            payload.extend_from_slice(&ip[28..]);
+        }
+        assert_eq!(payload, pkt[28..]);
+        let mut out = [0u8; 64];
+        let n = merge_header(&segs[0], &segs[3], 3 * 1200 + 500, 1200, &mut out).unwrap();
+        let vh = VnetHdr::parse(&out).unwrap();
+        assert_eq!(
+            (vh.gso_type, vh.gso_size, vh.hdr_len, vh.csum_offset),
+            (GSO_UDP_L4, 1200, 28, 6)
+        );
+        let h = &out[VNET_HDR_LEN..n];
+        assert_eq!(&h[..24], &pkt[..24], "IP header and ports as sent");
+        assert_eq!(&h[24..26], &pkt[24..26], "UDP length of the whole");
     }
 }

@@ -12,7 +12,9 @@
 
 use std::io::{self, ErrorKind, IoSlice};
 
-use crate::gso::{self, Segmenter, VnetHdr, GSO_ECN, GSO_NONE, GSO_TCPV4, VNET_HDR_LEN};
+use crate::gso::{
+    self, Segmenter, VnetHdr, GSO_ECN, GSO_NONE, GSO_TCPV4, GSO_UDP_L4, VNET_HDR_LEN,
+};
 use crate::model::{Link, Verdict};
 use crate::ring::PacketRing;
 
@@ -211,14 +213,17 @@ impl Pump {
             }
             return;
         }
-        if gso_type != GSO_TCPV4 {
+        if gso_type != GSO_TCPV4 && gso_type != GSO_UDP_L4 {
             self.counters.malformed += 1;
             return;
         }
         let pkt = &self.scratch[VNET_HDR_LEN..len];
-        let Ok(seg) = Segmenter::new(pkt, usize::from(vh.gso_size)) else {
-            self.counters.malformed += 1;
-            return;
+        let seg = match Segmenter::new(pkt, usize::from(vh.gso_size)) {
+            Ok(seg) if seg.gso_type() == gso_type => seg,
+            _ => {
+                self.counters.malformed += 1;
+                return;
+            }
         };
         self.group += 1;
         // Tags let release() recognise consecutive segments: group in the high bits, index in

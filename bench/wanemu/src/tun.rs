@@ -2,8 +2,9 @@
 //! plain `read(2)`/`write(2)` of whole IP packets.
 //!
 //! With `offload`, the device also gets `IFF_VNET_HDR` and `TUNSETOFFLOAD(TUN_F_CSUM |
-//! TUN_F_TSO4)`: every read and write starts with a `virtio_net_hdr` and TCP/IPv4 arrives as
-//! super-packets of up to 64 KiB (see [`crate::gso`]).
+//! TUN_F_TSO4 | TUN_F_USO4 | TUN_F_USO6)` (without USO on kernels before 6.2): every read and write starts
+//! with a `virtio_net_hdr`, and TCP/IPv4 (and `UDP_SEGMENT` UDP/IPv4) arrives as super-packets
+//! of up to 64 KiB (see [`crate::gso`]).
 //!
 //! A TUN device made this way is not persistent: it disappears when its file descriptor closes,
 //! so the process cannot leave a device behind, whatever way it exits.
@@ -21,6 +22,8 @@ const IFF_VNET_HDR: libc::c_short = 0x4000;
 const TUNSETOFFLOAD: libc::c_ulong = 0x4004_54D0;
 const TUN_F_CSUM: libc::c_uint = 0x01;
 const TUN_F_TSO4: libc::c_uint = 0x02;
+const TUN_F_USO4: libc::c_uint = 0x20;
+const TUN_F_USO6: libc::c_uint = 0x40;
 
 /// `struct ifreq` as far as TUNSETIFF reads it: a 16-byte name and the flags, padded to the
 /// kernel's 40 bytes.
@@ -76,17 +79,11 @@ impl Tun {
             return Err(io::Error::last_os_error());
         }
         if offload {
-            let features: libc::c_uint = TUN_F_CSUM | TUN_F_TSO4;
-            // SAFETY: TUNSETOFFLOAD takes the feature bits as the integer argument itself.
-            let rc = unsafe {
-                libc::ioctl(
-                    fd.as_raw_fd(),
-                    TUNSETOFFLOAD as _,
-                    libc::c_ulong::from(features),
-                )
-            };
-            if rc < 0 {
-                return Err(io::Error::last_os_error());
+            // UDP segmentation offload (kernel 6.2+) first, then TCP only. The kernel enables
+            // USO only when both USO4 and USO6 are asked for (IPv6 is off in our namespaces).
+            let with_uso = set_offload(&fd, TUN_F_CSUM | TUN_F_TSO4 | TUN_F_USO4 | TUN_F_USO6);
+            if with_uso.is_err() {
+                set_offload(&fd, TUN_F_CSUM | TUN_F_TSO4)?;
             }
         }
         Ok(Self {
@@ -104,6 +101,21 @@ impl Tun {
     pub fn raw(&self) -> RawFd {
         self.fd.as_raw_fd()
     }
+}
+
+fn set_offload(fd: &OwnedFd, features: libc::c_uint) -> io::Result<()> {
+    // SAFETY: TUNSETOFFLOAD takes the feature bits as the integer argument itself.
+    let rc = unsafe {
+        libc::ioctl(
+            fd.as_raw_fd(),
+            TUNSETOFFLOAD as _,
+            libc::c_ulong::from(features),
+        )
+    };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 /// `read(2)` of one packet from a raw TUN descriptor.

@@ -357,3 +357,86 @@ fn tcp_stream_survives_segmentation_loss_and_merging_intact() {
         assert!(!ns_exists(&a) && !ns_exists(&b));
     }
 }
+
+#[test]
+fn udp_segment_sender_is_split_into_datagrams_intact() {
+    if !enabled() {
+        return;
+    }
+    use std::net::UdpSocket;
+    use std::os::fd::AsRawFd;
+    use wanemu::netns::in_namespace;
+
+    const SEG: usize = 1200;
+    const PER_SEND: usize = 40;
+    const SENDS: usize = 100;
+    let (a, b) = names("u");
+    let child = start(&a, &b, &["--delay-ms", "1"]);
+    let rx = in_namespace(&b, || UdpSocket::bind("10.77.9.2:0")).expect("bind in B");
+    let port = rx.local_addr().expect("addr").port();
+    rx.set_read_timeout(Some(Duration::from_millis(500)))
+        .expect("timeout");
+    // SAFETY: setsockopt with a valid int option on our own socket.
+    let big: libc::c_int = 8 << 20;
+    unsafe {
+        libc::setsockopt(
+            rx.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUFFORCE,
+            (&big as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        );
+    }
+    let tx = in_namespace(&a, || UdpSocket::bind("10.77.9.1:0")).expect("bind in A");
+    tx.connect(("10.77.9.2", port)).expect("connect");
+    let seg: libc::c_int = SEG as libc::c_int;
+    // SAFETY: UDP_SEGMENT (103) takes an int; our own socket.
+    let rc = unsafe {
+        libc::setsockopt(
+            tx.as_raw_fd(),
+            libc::SOL_UDP,
+            103,
+            (&seg as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    assert_eq!(rc, 0, "UDP_SEGMENT: {}", std::io::Error::last_os_error());
+    let receiver = std::thread::spawn(move || {
+        let mut buf = [0u8; 2048];
+        let mut got = Vec::new();
+        while let Ok(n) = rx.recv(&mut buf) {
+            assert_eq!(n, SEG, "datagram size");
+            // Each datagram starts with its index and is filled with its low byte.
+            let idx = u32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]]);
+            assert!(
+                buf[4..n].iter().all(|&x| x == idx as u8),
+                "payload of {idx}"
+            );
+            got.push(idx);
+        }
+        got
+    });
+    let mut msg = vec![0u8; SEG * PER_SEND];
+    for s in 0..SENDS {
+        for d in 0..PER_SEND {
+            let idx = (s * PER_SEND + d) as u32;
+            let dg = &mut msg[d * SEG..(d + 1) * SEG];
+            dg.fill(idx as u8);
+            dg[..4].copy_from_slice(&idx.to_be_bytes());
+        }
+        tx.send(&msg).expect("send");
+        std::thread::sleep(Duration::from_micros(500));
+    }
+    let mut got = receiver.join().expect("receiver");
+    let (ok, err) = stop(child, libc::SIGTERM);
+    assert!(ok, "{err}");
+    got.sort_unstable();
+    let want: Vec<u32> = (0..(SENDS * PER_SEND) as u32).collect();
+    assert_eq!(got, want, "every datagram once; counters: {err}");
+    let a2b = err.split("\"b2a\"").next().unwrap_or_default();
+    assert!(
+        a2b.contains(&format!("\"reads\":{SENDS},")),
+        "one read per UDP_SEGMENT send expected (TUN_F_USO4): {a2b}"
+    );
+    assert!(!ns_exists(&a) && !ns_exists(&b));
+}
