@@ -276,7 +276,8 @@ impl Pump {
     where
         W: FnMut(&[IoSlice<'_>]) -> io::Result<usize>,
     {
-        let mut hdr = [0u8; 128];
+        // vnet header + IPv4 header (<= 60) + TCP header (<= 60).
+        let mut hdr = [0u8; 160];
         loop {
             let Some((due, tag, first)) = self.ring.entry(0) else {
                 return Released::Done;
