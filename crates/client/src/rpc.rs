@@ -9,7 +9,7 @@ use rustls::pki_types::ServerName;
 use serde_json::{json, Value};
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
@@ -85,6 +85,8 @@ pub struct ApiClient {
     auth: Auth,
     timeout: Duration,
     next_id: Arc<AtomicU64>,
+    /// The certificate fingerprint the server presented on the last successful handshake.
+    seen_fingerprint: Arc<Mutex<Option<String>>>,
 }
 
 impl ApiClient {
@@ -97,6 +99,7 @@ impl ApiClient {
             auth: Auth::None,
             timeout: Duration::from_secs(600),
             next_id: Arc::new(AtomicU64::new(1)),
+            seen_fingerprint: Arc::new(Mutex::new(None)),
         }
     }
 
@@ -111,6 +114,16 @@ impl ApiClient {
     pub fn with_timeout(mut self, timeout: Duration) -> Self {
         self.timeout = timeout;
         self
+    }
+
+    /// The certificate fingerprint (lowercase hex SHA-256) the server presented on the last
+    /// successful TLS handshake of this client or its clones; `None` before any. Lets a caller
+    /// that trusted a server on first use (or with `Trust::Insecure`) pin it afterwards.
+    pub fn server_fingerprint(&self) -> Option<String> {
+        self.seen_fingerprint
+            .lock()
+            .map(|seen| seen.clone())
+            .unwrap_or(None)
     }
 
     /// `host:port`, as used in messages and in the known-servers store.
@@ -197,6 +210,9 @@ impl ApiClient {
             .await
             .map_err(|e| self.tls_error(e.to_string()))?;
         remember_first_use(&self.trust, &server, &verifier);
+        if let (Ok(mut seen), Some(fingerprint)) = (self.seen_fingerprint.lock(), verifier.seen()) {
+            *seen = Some(fingerprint);
+        }
 
         let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
             .await

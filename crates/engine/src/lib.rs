@@ -9,9 +9,22 @@
 //!   the other modules.
 
 pub mod datapath;
+mod db;
+mod destination;
+mod error;
+mod manifest;
+mod negotiation;
+mod params;
+mod recv;
+mod remote;
+mod send;
 
+pub use error::EngineError;
+
+use datapath::DataEndpoint;
+use params::Params;
 use serde_json::{Map, Value};
-use slipstream_storage::{StorageError, StorageResult, VirtualFs};
+use slipstream_storage::{StorageResult, VirtualFs};
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -27,36 +40,6 @@ pub struct Caller {
     pub user: String,
     pub superuser: bool,
     pub address: IpAddr,
-}
-
-/// An API error with one of api.md's codes (-32602 invalid params, -32003 permission denied,
-/// -32004 not found, -32010 storage, -32011 conflict, -32001 authentication).
-#[derive(Debug, Clone, PartialEq, thiserror::Error)]
-#[error("{message}")]
-pub struct EngineError {
-    pub code: i64,
-    pub message: String,
-    /// `{"field": name}` for invalid params.
-    pub data: Option<Value>,
-}
-
-impl From<StorageError> for EngineError {
-    fn from(error: StorageError) -> Self {
-        let (code, data) = match &error {
-            StorageError::InvalidConfig { field, .. } => {
-                (-32602, Some(serde_json::json!({"field": field})))
-            }
-            StorageError::PermissionDenied(_) => (-32003, None),
-            StorageError::NotFound(_) => (-32004, None),
-            StorageError::Conflict(_) => (-32011, None),
-            StorageError::Backend(_) => (-32010, None),
-        };
-        EngineError {
-            code,
-            message: error.to_string(),
-            data,
-        }
-    }
 }
 
 /// What the engine needs from the server.
@@ -127,17 +110,97 @@ pub const METHODS: &[(&str, &[&str])] = &[
     ("send.setSendRate", &["transferId", "kbps"]),
     ("recv.getTransfers", &[]),
     ("recv.getSources", &[]),
+    // Our extensions: what a sending server calls on the receiving one (docs/engine.md).
+    (
+        "recv.openTransfer",
+        &[
+            "transferId",
+            "sourceTransferId",
+            "sourcePort",
+            "destinationPath",
+            "overwriteMode",
+            "minCipher",
+            "checkpointFrequencySeconds",
+            "files",
+        ],
+    ),
+    ("recv.finishTransfer", &["transferId", "digests"]),
+    ("recv.cancelTransfer", &["transferId", "message"]),
 ];
 
 /// The transfer engine of one server.
 pub struct Engine {
     config: EngineConfig,
+    db: db::Db,
+    /// The UDP data socket; `None` when it could not be bound (transfers then fail with a
+    /// message saying so, the rest of the API works).
+    endpoint: Option<Arc<DataEndpoint>>,
+    sending: send::queue::Sending,
+    receiving: recv::live::Receiving,
+}
+
+/// Raises this process's open-file limit to its hard limit: a transfer of many files keeps
+/// one descriptor per file it is reading or receiving.
+fn raise_open_file_limit() {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit only read and write the struct we pass.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 && limit.rlim_cur < limit.rlim_max
+        {
+            limit.rlim_cur = limit.rlim_max;
+            let _ = libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
+        }
+    }
+}
+
+/// Binds the data socket. A failure (or a data path that cannot start) is logged, not fatal.
+async fn bind_endpoint(config: &EngineConfig) -> Option<Arc<DataEndpoint>> {
+    let (address, out, inc) = (
+        config.recv_bind,
+        config.outgoing_rate_limit_kbps,
+        config.incoming_rate_limit_kbps,
+    );
+    match tokio::spawn(DataEndpoint::bind(address, out, inc)).await {
+        Ok(Ok(endpoint)) => Some(endpoint),
+        Ok(Err(error)) => {
+            tracing::error!(%address, %error,
+                "cannot bind the UDP data socket (--recv-port); transfers are unavailable");
+            None
+        }
+        Err(error) => {
+            tracing::error!(%address, %error, "the UDP data path failed to start; transfers are unavailable");
+            None
+        }
+    }
 }
 
 impl Engine {
     /// Opens the engine's state, binds the data socket and resumes unfinished transfers.
     pub async fn start(config: EngineConfig) -> Result<Arc<Engine>, EngineError> {
-        Ok(Arc::new(Engine { config }))
+        raise_open_file_limit();
+        let db = db::Db::open(&config.state_dir)?;
+        let endpoint = bind_endpoint(&config).await;
+        let engine = Arc::new(Engine {
+            config,
+            db,
+            endpoint,
+            sending: Default::default(),
+            receiving: Default::default(),
+        });
+        manifest::recover(&engine)?;
+        send::queue::recover(&engine)?;
+        Ok(engine)
+    }
+
+    /// This server's UDP port (the data socket's, else `--recv-port`).
+    fn recv_port(&self) -> u16 {
+        self.endpoint
+            .as_ref()
+            .map(|e| e.local_addr().port())
+            .unwrap_or(self.config.recv_bind.port())
     }
 
     /// Runs one API method for an authenticated caller; `params` are by name (the server has
@@ -148,14 +211,57 @@ impl Engine {
         params: Map<String, Value>,
         caller: &Caller,
     ) -> Result<Value, EngineError> {
-        let _ = (params, caller, &self.config);
-        Err(EngineError {
-            code: -32601,
-            message: format!("method '{method}' is not available yet"),
-            data: None,
-        })
+        let p = Params(params);
+        match method {
+            "send.createManifest" => manifest::create(self, &p, caller).await,
+            "send.getManifest" => manifest::get(self, &p, caller),
+            "send.getManifests" => manifest::list(self, caller),
+            "send.getManifestFiles" => manifest::get_files(self, &p, caller),
+            "send.deleteManifest" => manifest::delete(self, &p, caller),
+            "send.createDestination" => destination::create(self, &p, caller).await,
+            "send.getDestination" => destination::get(self, &p, caller),
+            "send.getDestinations" => destination::list(self, caller),
+            "send.deleteDestination" => destination::delete(self, &p, caller),
+            "send.createTransfer" => send::create(self, &p, caller),
+            "send.getTransfer" => send::get(self, &p, caller),
+            "send.getTransfers" => send::list(self, &p, caller),
+            "send.suspendTransfer" => send::suspend(self, &p, caller),
+            "send.resumeTransfer" => send::resume(self, &p, caller),
+            "send.cancelTransfer" => send::cancel(self, &p, caller),
+            "send.failTransfer" => send::fail(self, &p, caller),
+            "send.deleteTransfer" => send::delete(self, &p, caller).await,
+            "send.setSendRate" => send::set_send_rate(self, &p, caller),
+            "recv.getTransfers" => recv::list(self, caller),
+            "recv.getSources" => recv::sources(self, caller),
+            "recv.openTransfer" => recv::open::open(self, &p, caller).await,
+            "recv.finishTransfer" => recv::finish(self, &p, caller).await,
+            "recv.cancelTransfer" => recv::cancel(self, &p, caller).await,
+            _ => Err(EngineError::new(
+                -32601,
+                format!("unknown method '{method}'"),
+            )),
+        }
     }
 
-    /// Stops sending and receiving, checkpointing what is in flight.
-    pub async fn shutdown(&self) {}
+    /// Stops sending and receiving. Running transfers pause and keep their status: the next
+    /// start resumes them from the receiver's checkpoints.
+    pub async fn shutdown(&self) {
+        let live = {
+            let mut running = self.sending.lock();
+            running.stopping = true;
+            running.by_transfer.values().cloned().collect::<Vec<_>>()
+        };
+        for transfer in &live {
+            transfer
+                .desired
+                .send_replace(send::queue::Desired::Shutdown);
+        }
+        // Give the runners a moment to pause their data path.
+        for _ in 0..50 {
+            if self.sending.lock().by_transfer.is_empty() {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    }
 }

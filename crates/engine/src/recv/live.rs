@@ -1,0 +1,150 @@
+//! Receptions in progress on this server: their data path handles, and a watcher per
+//! reception that persists each checkpoint as it comes and notices a sender that cancelled or
+//! went silent.
+
+use crate::datapath::{DataError, ReceiveHandle};
+use crate::recv::store;
+use crate::Engine;
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+/// How often the counters of a reception are saved.
+const PROGRESS_TICK: Duration = Duration::from_secs(1);
+
+/// One running reception.
+pub struct LiveReception {
+    pub reception_id: i64,
+    pub handle: ReceiveHandle,
+    watcher: Mutex<Option<tokio::task::JoinHandle<()>>>,
+}
+
+impl LiveReception {
+    /// Stops persisting checkpoints (before finishing or aborting).
+    pub fn stop_watching(&self) {
+        if let Ok(mut watcher) = self.watcher.lock() {
+            if let Some(task) = watcher.take() {
+                task.abort();
+            }
+        }
+    }
+}
+
+#[derive(Default)]
+pub struct Registry {
+    pub live: HashMap<i64, Arc<LiveReception>>,
+    /// Receptions whose files are being verified and published.
+    pub finishing: HashSet<i64>,
+}
+
+/// The receptions of this server.
+#[derive(Default)]
+pub struct Receiving {
+    inner: Mutex<Registry>,
+    /// Serialises `recv.openTransfer` calls (opening resolves files and reopens sinks).
+    pub open_lock: tokio::sync::Mutex<()>,
+}
+
+impl Receiving {
+    pub fn lock(&self) -> MutexGuard<'_, Registry> {
+        // The maps are updated in single statements; a poisoned lock holds consistent maps.
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Takes the live reception out (whoever takes it finishes or aborts it).
+    pub fn take(&self, id: i64) -> Option<Arc<LiveReception>> {
+        self.lock().live.remove(&id)
+    }
+
+    pub fn get(&self, id: i64) -> Option<Arc<LiveReception>> {
+        self.lock().live.get(&id).cloned()
+    }
+
+    pub fn is_finishing(&self, id: i64) -> bool {
+        self.lock().finishing.contains(&id)
+    }
+}
+
+/// Registers a started reception and starts its watcher.
+pub fn register(engine: &Arc<Engine>, reception_id: i64, handle: ReceiveHandle) {
+    let live = Arc::new(LiveReception {
+        reception_id,
+        handle,
+        watcher: Mutex::new(None),
+    });
+    let task = tokio::spawn(watch(engine.clone(), live.clone()));
+    if let Ok(mut watcher) = live.watcher.lock() {
+        *watcher = Some(task);
+    }
+    engine.receiving.lock().live.insert(reception_id, live);
+}
+
+async fn watch(engine: Arc<Engine>, live: Arc<LiveReception>) {
+    let id = live.reception_id;
+    let mut checkpoints = live.handle.checkpoints();
+    let stopped = live.handle.stopped();
+    tokio::pin!(stopped);
+    let mut tick = tokio::time::interval(PROGRESS_TICK);
+    loop {
+        tokio::select! {
+            changed = checkpoints.changed() => {
+                if changed.is_err() {
+                    // The data path dropped its side: nothing more will come.
+                    std::future::pending::<()>().await;
+                }
+                let checkpoint = checkpoints.borrow_and_update().clone();
+                if let Some(checkpoint) = checkpoint {
+                    if let Err(error) = store::save_checkpoint(&engine, id, &checkpoint) {
+                        tracing::error!(reception = id, %error, "cannot save a checkpoint");
+                    }
+                }
+            }
+            reason = &mut stopped => {
+                on_stopped(&engine, &live, reason).await;
+                return;
+            }
+            _ = tick.tick() => {
+                let progress = live.handle.progress();
+                let port = progress.peer.map(|p| p.port());
+                if let Err(error) = store::set_progress(&engine, id, progress.bytes_received, port) {
+                    tracing::warn!(reception = id, %error, "cannot save reception counters");
+                }
+            }
+        }
+    }
+}
+
+/// The sender cancelled (discard everything) or went silent (keep the checkpointed data for
+/// a resume when it comes back).
+async fn on_stopped(engine: &Arc<Engine>, live: &Arc<LiveReception>, reason: DataError) {
+    let id = live.reception_id;
+    // Only the current session of this reception is ours to end.
+    let ours = {
+        let mut registry = engine.receiving.lock();
+        match registry.live.get(&id) {
+            Some(current) if Arc::ptr_eq(current, live) => {
+                registry.live.remove(&id);
+                true
+            }
+            _ => false,
+        }
+    };
+    if !ours {
+        return;
+    }
+    let progress = live.handle.progress();
+    let _ = store::set_progress(engine, id, progress.bytes_received, None);
+    match reason {
+        DataError::Cancelled => {
+            tracing::info!(reception = id, "the sender cancelled the transfer");
+            live.handle.abort().await;
+            if let Err(error) = store::end(engine, id, "error", Some("cancelled by the sender")) {
+                tracing::error!(reception = id, %error, "cannot record a cancelled reception");
+            }
+        }
+        other => {
+            tracing::info!(reception = id, reason = %other,
+                "the sender stopped; the reception waits for it to resume");
+        }
+    }
+}
