@@ -269,3 +269,69 @@ impl S3Env {
         name
     }
 }
+
+/// A server with its own File sandbox folder (`--sandbox-dir`), for transfer tests.
+pub struct Site {
+    pub server: TestServer,
+    pub sandbox: tempfile::TempDir,
+}
+
+impl Site {
+    /// Starts a server whose users all share one new sandbox folder.
+    pub fn start(extra_args: &[&str]) -> Site {
+        let sandbox = tempfile::tempdir().expect("sandbox dir");
+        let flag = format!("--sandbox-dir={}", sandbox.path().display());
+        let mut args = vec![flag.as_str()];
+        args.extend_from_slice(extra_args);
+        Site {
+            server: TestServer::start(&args),
+            sandbox,
+        }
+    }
+
+    /// A path inside the sandbox folder.
+    pub fn path(&self, relative: &str) -> PathBuf {
+        self.sandbox.path().join(relative)
+    }
+}
+
+/// Polls `probe` every 100 ms until it returns `Some`, or panics after `timeout`.
+pub async fn wait_until<T, F, Fut>(what: &str, timeout: Duration, mut probe: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(value) = probe().await {
+            return value;
+        }
+        if Instant::now() > deadline {
+            panic!("timed out after {timeout:?} waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Waits until the transfer is `complete`, `error` or `cancelled` and returns it.
+pub async fn wait_transfer_end(
+    client: &ApiClient,
+    transfer_id: &Value,
+    timeout: Duration,
+) -> Value {
+    wait_until("the transfer to end", timeout, || async {
+        let transfer = client
+            .call(
+                "send.getTransfer",
+                serde_json::json!({"transferId": transfer_id}),
+            )
+            .await
+            .expect("getTransfer");
+        matches!(
+            transfer["status"].as_str(),
+            Some("complete" | "error" | "cancelled")
+        )
+        .then_some(transfer)
+    })
+    .await
+}

@@ -193,11 +193,22 @@ pub async fn create(
     let task_engine = engine.clone();
     let build = tokio::spawn(async move {
         let result = scan::scan(&vfs, &mappings).await;
+        let failure = result.as_ref().err().cloned();
         if let Err(error) = store_result(&task_engine, id, result) {
             tracing::error!(manifest = id, %error, "cannot store a manifest");
         }
+        failure
     });
-    let _ = tokio::time::timeout(SYNC_WAIT, build).await;
+    // A scan that fails at once is an error of this call (and leaves no manifest); one that
+    // fails later is a manifest in `error`.
+    if let Ok(Ok(Some(error))) = tokio::time::timeout(SYNC_WAIT, build).await {
+        let mut conn = engine.db.conn();
+        let tx = conn.transaction()?;
+        tx.execute("DELETE FROM manifest_files WHERE manifest_id = ?1", [id])?;
+        tx.execute("DELETE FROM manifests WHERE id = ?1", [id])?;
+        tx.commit()?;
+        return Err(error);
+    }
     Ok(visible(engine, id, caller)?.to_json())
 }
 
