@@ -11,15 +11,20 @@
 //! CONTRACT (written before the implementation; the implementer fills in the bodies and may add
 //! fields, methods and modules, but keeps these names and meanings):
 
-use slipstream_proto::{CipherLevel, RateLimits};
+mod endpoint;
+mod receive;
+mod send;
+
+use slipstream_proto::{CipherLevel, RangeSet, RateLimits, TransferParams};
 use slipstream_storage::data::{FileDigest, FileSink, ObjectReader, SinkCheckpoint};
 use slipstream_storage::StorageResult;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::ops::Range;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
+use tokio::sync::watch;
 
 /// Why a data transfer stopped short.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -98,36 +103,50 @@ pub struct SendOutcome {
 
 /// A running send. Dropping it does not stop the transfer; `cancel` or `pause` does.
 pub struct SendHandle {
-    _private: (),
+    shared: Arc<send::SendShared>,
+    result: watch::Receiver<Option<Result<SendOutcome, DataError>>>,
 }
 
 impl SendHandle {
     /// The counters right now.
     pub fn progress(&self) -> Progress {
-        todo!("datapath")
+        lock(&self.shared.progress).clone()
     }
     /// Global byte ranges the receiver acknowledged (for the sender's own checkpoint).
     pub fn acked(&self) -> Vec<Range<u64>> {
-        todo!("datapath")
+        lock(&self.shared.acked).clone()
     }
     /// Changes the rate limits at once.
     pub fn set_rate(&self, rate: RateLimits) {
-        let _ = rate;
-        todo!("datapath")
+        lock(&self.shared.control).rate = Some(rate);
+        self.shared.wake.notify_one();
     }
     /// Stops sending and tells the receiver the transfer is cancelled (CLOSE).
     pub fn cancel(&self) {
-        todo!("datapath")
+        lock(&self.shared.control)
+            .stop
+            .get_or_insert(send::Stop::Cancel);
+        self.shared.wake.notify_one();
     }
     /// Stops sending without telling the receiver (suspend): a later `start_send` with the
     /// receiver's durable ranges continues.
     pub fn pause(&self) {
-        todo!("datapath")
+        lock(&self.shared.control)
+            .stop
+            .get_or_insert(send::Stop::Pause);
+        self.shared.wake.notify_one();
     }
     /// Waits until every byte is acknowledged (then the outcome has the digests), or the send
     /// stopped (cancel → `DataError::Cancelled`, pause → `DataError::Cancelled`, or failure).
     pub async fn wait(&mut self) -> Result<SendOutcome, DataError> {
-        todo!("datapath")
+        match self.result.wait_for(Option::is_some).await {
+            Ok(result) => result
+                .clone()
+                .unwrap_or_else(|| Err(DataError::Other("the send ended without a result".into()))),
+            Err(_) => Err(DataError::Other(
+                "the send driver stopped unexpectedly".into(),
+            )),
+        }
     }
 }
 
@@ -167,18 +186,18 @@ pub struct ReceiveCheckpoint {
 
 /// A running reception.
 pub struct ReceiveHandle {
-    _private: (),
+    shared: Arc<receive::RecvShared>,
 }
 
 impl ReceiveHandle {
     /// The counters right now.
     pub fn progress(&self) -> Progress {
-        todo!("datapath")
+        lock(&self.shared.progress).clone()
     }
     /// The latest checkpoint (taken every `checkpoint_interval`), for the control plane to
     /// persist.
     pub fn checkpoints(&self) -> tokio::sync::watch::Receiver<Option<ReceiveCheckpoint>> {
-        todo!("datapath")
+        self.shared.checkpoints()
     }
     /// Waits until every byte has arrived (or fails), then commits every file's sink with its
     /// digest (in file order; files never opened, e.g. empty ones, are opened and committed
@@ -187,16 +206,24 @@ impl ReceiveHandle {
         &self,
         digests: Vec<FileDigest>,
     ) -> Result<Vec<StorageResult<()>>, DataError> {
-        let _ = digests;
-        todo!("datapath")
+        self.shared.finish(digests).await
     }
     /// Aborts every opened sink and forgets the session.
     pub async fn abort(&self) {
-        todo!("datapath")
+        self.shared.abort().await
     }
     /// Resolves when the sender cancelled (CLOSE with reason cancelled) or went silent.
     pub async fn stopped(&self) -> DataError {
-        todo!("datapath")
+        let mut stopped = self.shared.stopped.subscribe();
+        let reason = match stopped.wait_for(Option::is_some).await {
+            Ok(reason) => reason.clone(),
+            Err(_) => None,
+        };
+        match reason {
+            Some(reason) => reason,
+            // The reception is gone without a reason: nothing will ever stop it now.
+            None => std::future::pending().await,
+        }
     }
 }
 
@@ -211,7 +238,14 @@ pub struct EndpointStats {
 
 /// The data socket of a server.
 pub struct DataEndpoint {
-    _private: (),
+    core: Arc<endpoint::Core>,
+    receive_task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for DataEndpoint {
+    fn drop(&mut self) {
+        self.receive_task.abort();
+    }
 }
 
 impl DataEndpoint {
@@ -221,28 +255,119 @@ impl DataEndpoint {
         outgoing_limit_kbps: Option<u64>,
         incoming_limit_kbps: Option<u64>,
     ) -> std::io::Result<Arc<DataEndpoint>> {
-        let _ = (address, outgoing_limit_kbps, incoming_limit_kbps);
-        todo!("datapath")
+        let core = Arc::new(endpoint::Core::bind(
+            address,
+            outgoing_limit_kbps,
+            incoming_limit_kbps,
+        )?);
+        let receive_task = tokio::spawn(core.clone().receive_loop());
+        Ok(Arc::new(DataEndpoint { core, receive_task }))
     }
     /// The bound address.
     pub fn local_addr(&self) -> SocketAddr {
-        todo!("datapath")
+        self.core.local_addr()
     }
-    /// A session id unused by any live session of this endpoint (nonzero, random).
+    /// A session id unused by any live session of this endpoint (nonzero, random). It stays
+    /// reserved (never handed out again) until `start_receive` uses it, for up to 10 minutes.
     pub fn allocate_session_id(&self) -> u32 {
-        todo!("datapath")
+        self.core.allocate_session_id()
     }
     pub fn stats(&self) -> EndpointStats {
-        todo!("datapath")
+        use std::sync::atomic::Ordering::Relaxed;
+        EndpointStats {
+            datagrams_received: self.core.received.load(Relaxed),
+            datagrams_sent: self.core.sent.load(Relaxed),
+            datagrams_dropped: self.core.dropped.load(Relaxed),
+        }
     }
-    /// Starts sending.
+    /// The kernel socket buffer sizes granted (receive, send), as Linux reports them (twice
+    /// the requested value).
+    pub fn socket_buffer_sizes(&self) -> (usize, usize) {
+        self.core.buffer_sizes()
+    }
+    /// Starts sending. Must be called inside a tokio runtime.
     pub fn start_send(self: &Arc<Self>, plan: SendPlan) -> SendHandle {
-        let _ = plan;
-        todo!("datapath")
+        let (shared, result) = send::start(&self.core, plan);
+        SendHandle { shared, result }
     }
-    /// Starts receiving a negotiated session; datagrams for `plan.session_id` go to it.
+    /// Starts receiving a negotiated session; datagrams for `plan.session_id` go to it. Must
+    /// be called inside a tokio runtime.
     pub fn start_receive(self: &Arc<Self>, plan: ReceivePlan) -> ReceiveHandle {
-        let _ = plan;
-        todo!("datapath")
+        ReceiveHandle {
+            shared: receive::start(&self.core, plan),
+        }
+    }
+}
+
+/// Locks a mutex, ignoring poisoning: every critical section of the data path leaves its data
+/// consistent (plain counters and collections updated in single steps), so a panic elsewhere
+/// while holding a lock does not make the data unusable.
+pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// The blocks whose bytes all lie in `bytes` (global byte ranges; touching ranges are merged
+/// first, so a block straddling two files counts when both pieces are there).
+pub(crate) fn covered_blocks(bytes: &[Range<u64>], params: &TransferParams) -> RangeSet {
+    let mut merged = RangeSet::new();
+    for range in bytes {
+        merged.insert(range.start..range.end.min(params.total_len));
+    }
+    let block_size = params.block_size.max(1) as u64;
+    let mut blocks = RangeSet::new();
+    for range in merged.iter() {
+        let first = range.start.div_ceil(block_size);
+        let end = if range.end >= params.total_len {
+            params.total_blocks()
+        } else {
+            range.end / block_size
+        };
+        if first < end {
+            blocks.insert(first..end);
+        }
+    }
+    blocks
+}
+
+/// The global byte ranges of a set of blocks.
+pub(crate) fn block_byte_ranges(blocks: &RangeSet, params: &TransferParams) -> Vec<Range<u64>> {
+    blocks
+        .iter()
+        .filter(|range| range.start < range.end)
+        .map(|range| params.block_bytes(range.start).start..params.block_bytes(range.end - 1).end)
+        .collect()
+}
+
+/// Bytes in a list of disjoint ranges.
+pub(crate) fn range_bytes(ranges: &[Range<u64>]) -> u64 {
+    ranges
+        .iter()
+        .map(|range| range.end.saturating_sub(range.start))
+        .sum()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn blocks_covered_by_byte_ranges() {
+        let params = TransferParams::new(1, 1000, 100).unwrap();
+        // 0..250 covers blocks 0 and 1, 300..420 block 3; 950..1000 is only part of the last
+        // block (900..1000).
+        let blocks = covered_blocks(&[0..250, 300..420, 950..1000], &params);
+        assert_eq!(blocks.iter().collect::<Vec<_>>(), vec![0..2, 3..4]);
+        // Touching ranges (as from two files) are merged first: 0..420 covers blocks 0..4.
+        let blocks = covered_blocks(&[0..250, 300..420, 250..300], &params);
+        assert_eq!(blocks.iter().collect::<Vec<_>>(), vec![0..4]);
+        let blocks = covered_blocks(&[900..1000], &params);
+        assert_eq!(blocks.iter().collect::<Vec<_>>(), vec![9..10]);
+        let params = TransferParams::new(1, 1050, 100).unwrap();
+        let blocks = covered_blocks(&[1000..1050], &params);
+        assert_eq!(blocks.iter().collect::<Vec<_>>(), vec![10..11]);
+        assert_eq!(block_byte_ranges(&blocks, &params), vec![1000..1050]);
+        assert_eq!(range_bytes(&[0..10, 20..25]), 15);
     }
 }
