@@ -19,12 +19,20 @@ use aws_sdk_s3::operation::list_objects_v2::ListObjectsV2Output;
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart, Delete, ObjectIdentifier};
 use aws_sdk_s3::Client;
+use slipstream_storage::cache::FileCache;
 use slipstream_storage::config::S3Config;
+use slipstream_storage::data::{FileSink, ObjectReader, SinkOptions};
 use slipstream_storage::{
     Backend, Entry, EntryKind, Page, RelPath, StorageError, StorageResult, Usage,
 };
 use std::cmp::Ordering;
 use std::sync::Arc;
+
+/// The cache of backends made without [`S3Backend::with_file_cache`].
+fn default_cache() -> FileCache {
+    static DEFAULT: std::sync::OnceLock<FileCache> = std::sync::OnceLock::new();
+    DEFAULT.get_or_init(FileCache::default).clone()
+}
 
 /// S3's largest page (ListObjectsV2 max-keys, DeleteObjects batch).
 const PAGE: i32 = 1000;
@@ -40,6 +48,8 @@ pub struct S3Backend {
     bulk: Client,
     target: Arc<Target>,
     keys: KeyMap,
+    /// Memory for upload parts and read-ahead (the server's; a default one otherwise).
+    cache: FileCache,
 }
 
 impl std::fmt::Debug for S3Backend {
@@ -95,7 +105,35 @@ impl S3Backend {
             bulk,
             target: Arc::new(target),
             keys: KeyMap::new(prefix),
+            cache: default_cache(),
         })
+    }
+
+    /// The same backend drawing its transfer memory from `cache` (the server's file cache).
+    /// Without it, a process-wide cache with the default limits is used.
+    pub fn with_file_cache(mut self, cache: FileCache) -> S3Backend {
+        self.cache = cache;
+        self
+    }
+
+    /// The file cache transfers of this sandbox use.
+    pub fn file_cache(&self) -> &FileCache {
+        &self.cache
+    }
+
+    /// The settled connection facts (for error messages).
+    pub(crate) fn target(&self) -> &Arc<Target> {
+        &self.target
+    }
+
+    /// The client with bounded timeouts (metadata calls).
+    pub(crate) fn meta_client(&self) -> &Client {
+        &self.meta
+    }
+
+    /// The key prefix of the sandbox root (`""` for a whole bucket, else ending in `/`).
+    pub fn root_prefix(&self) -> String {
+        self.keys.dir_prefix(&RelPath::root())
     }
 
     /// The bucket.
@@ -548,6 +586,18 @@ impl FolderCounter {
 impl Backend for S3Backend {
     fn type_name(&self) -> &'static str {
         "S3"
+    }
+
+    async fn open_reader(&self, path: &RelPath) -> StorageResult<Box<dyn ObjectReader>> {
+        Ok(Box::new(self.open_s3_reader(path).await?))
+    }
+
+    async fn create_sink(
+        &self,
+        path: &RelPath,
+        options: SinkOptions,
+    ) -> StorageResult<Box<dyn FileSink>> {
+        Ok(Box::new(self.create_s3_sink(path, options).await?))
     }
 
     async fn stat(&self, path: &RelPath) -> StorageResult<Option<Entry>> {

@@ -49,7 +49,7 @@ impl ServiceFailure {
     }
 
     /// `S3 Code: text` (or the HTTP status when the answer had no error document).
-    fn detail(&self) -> String {
+    pub(crate) fn detail(&self) -> String {
         match (&self.code, &self.message) {
             (Some(code), Some(text)) => format!("S3 {code}: {text}"),
             (Some(code), None) => format!("S3 {code}, HTTP {}", self.status),
@@ -73,6 +73,52 @@ pub(crate) fn service_status<E>(err: &SdkError<E, HttpResponse>) -> Option<u16> 
         SdkError::ServiceError(e) => Some(e.raw().status().as_u16()),
         SdkError::ResponseError(e) => Some(e.raw().status().as_u16()),
         _ => None,
+    }
+}
+
+/// What the service answered, when it answered at all.
+pub(crate) fn failure_of<E>(err: &SdkError<E, HttpResponse>) -> Option<ServiceFailure>
+where
+    E: ProvideErrorMetadata,
+{
+    match err {
+        SdkError::ServiceError(e) => Some(ServiceFailure::from_response(
+            e.raw(),
+            e.err().code(),
+            e.err().message(),
+        )),
+        SdkError::ResponseError(e) => Some(ServiceFailure::from_response(e.raw(), None, None)),
+        _ => None,
+    }
+}
+
+/// True when the session token has expired (`ExpiredToken`, `TokenRefreshRequired`).
+pub(crate) fn is_expired_token(failure: &ServiceFailure) -> bool {
+    matches!(
+        failure.code.as_deref(),
+        Some("ExpiredToken" | "TokenRefreshRequired")
+    )
+}
+
+/// True for failures worth another attempt: no answer in time, a broken connection, a 5xx,
+/// throttling (429, SlowDown) and S3's RequestTimeout.
+pub(crate) fn is_retryable<E>(err: &SdkError<E, HttpResponse>) -> bool
+where
+    E: ProvideErrorMetadata,
+{
+    match err {
+        SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) => true,
+        SdkError::ServiceError(_) | SdkError::ResponseError(_) => {
+            failure_of(err).is_some_and(|f| {
+                f.status >= 500
+                    || f.status == 429
+                    || matches!(
+                        f.code.as_deref(),
+                        Some("SlowDown" | "RequestTimeout" | "InternalError")
+                    )
+            })
+        }
+        _ => false,
     }
 }
 

@@ -253,7 +253,10 @@ mod tests {
         let cache = FileCache::new(100, 60, 30);
         let share = cache.upload();
         let a = share.acquire(40).await.unwrap();
-        assert_eq!((cache.used(), share.used(), share.available()), (40, 40, 20));
+        assert_eq!(
+            (cache.used(), share.used(), share.available()),
+            (40, 40, 20)
+        );
         assert!(share.try_acquire(30).is_none(), "share bound");
         let b = share.acquire(20).await.unwrap();
         assert_eq!(cache.used(), 60);
@@ -272,10 +275,7 @@ mod tests {
         let held = one.acquire(60).await.unwrap();
         let _other = two.acquire(30).await.unwrap();
         // 30 more for `two` would be 120 in all: it waits until `held` is dropped.
-        let waiter = tokio::spawn({
-            let two = two;
-            async move { two.acquire(30).await.map(|g| g.bytes()) }
-        });
+        let waiter = tokio::spawn(async move { two.acquire(30).await.map(|g| g.bytes()) });
         tokio::time::sleep(Duration::from_millis(50)).await;
         assert!(!waiter.is_finished());
         assert_eq!(cache.used(), 90);
