@@ -188,6 +188,14 @@ impl TestServer {
         child.wait().ok()
     }
 
+    /// Kills the process with SIGKILL (no clean shutdown) and reaps it.
+    pub fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
     /// The process id.
     pub fn pid(&self) -> Option<u32> {
         self.child.as_ref().map(Child::id)

@@ -127,19 +127,11 @@ pub async fn prepare(targets: &[Target]) -> Result<(), EngineError> {
         } else {
             target.rel.parent()
         };
-        if folder.is_root()
-            || !made.insert((
-                Arc::as_ptr(&target.backend) as *const () as usize,
-                folder.clone(),
-            ))
-        {
+        let backend_id = Arc::as_ptr(&target.backend) as *const () as usize;
+        if folder.is_root() || !made.insert((backend_id, folder.clone())) {
             continue;
         }
-        target
-            .backend
-            .mkdir(&folder)
-            .await
-            .map_err(|e| EngineError::from(e))?;
+        target.backend.mkdir(&folder).await?;
     }
     Ok(())
 }
