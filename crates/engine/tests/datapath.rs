@@ -577,7 +577,22 @@ async fn datapath_throughput_1gib_aes256() {
         Duration::from_secs(10),
     )
     .await;
-    let outcome = sending.wait().await.unwrap();
+    let outcome = loop {
+        tokio::select! {
+            outcome = sending.wait() => break outcome.unwrap(),
+            _ = tokio::time::sleep(Duration::from_millis(500)) => {
+                let p = sending.progress();
+                println!(
+                    "{:6.2} s: acked {:5} MiB, retransmitted {:6} blocks, rate {:7} kbit/s, rtt {:.2} ms",
+                    started.elapsed().as_secs_f64(),
+                    p.bytes_acked >> 20,
+                    p.blocks_retransmitted,
+                    p.rate_kbps,
+                    p.round_trip_time_ms
+                );
+            }
+        }
+    };
     let elapsed = started.elapsed();
     let results = receiving.finish(outcome.digests).await.unwrap();
     let total = started.elapsed();

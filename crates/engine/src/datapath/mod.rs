@@ -362,10 +362,10 @@ mod tests {
         // Touching ranges (as from two files) are merged first: 0..420 covers blocks 0..4.
         let blocks = covered_blocks(&[0..250, 300..420, 250..300], &params);
         assert_eq!(blocks.iter().collect::<Vec<_>>(), vec![0..4]);
-        let blocks = covered_blocks(&[900..1000], &params);
+        let blocks = covered_blocks(std::slice::from_ref(&(900..1000)), &params);
         assert_eq!(blocks.iter().collect::<Vec<_>>(), vec![9..10]);
         let params = TransferParams::new(1, 1050, 100).unwrap();
-        let blocks = covered_blocks(&[1000..1050], &params);
+        let blocks = covered_blocks(std::slice::from_ref(&(1000..1050)), &params);
         assert_eq!(blocks.iter().collect::<Vec<_>>(), vec![10..11]);
         assert_eq!(block_byte_ranges(&blocks, &params), vec![1000..1050]);
         assert_eq!(range_bytes(&[0..10, 20..25]), 15);

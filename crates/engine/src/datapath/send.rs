@@ -32,6 +32,10 @@ const MAX_BATCH: usize = 256;
 const MAX_SLEEP: Duration = Duration::from_millis(50);
 /// How often the shared counters are refreshed.
 const PROGRESS_INTERVAL: Duration = Duration::from_millis(20);
+/// Smallest queueing delay target of the rate controller (see [`sender_config`]).
+const MIN_QUEUE_TARGET: Duration = Duration::from_millis(2);
+/// Smallest slack before an unacknowledged block counts as lost (see [`sender_config`]).
+const RETRANSMIT_MARGIN: Duration = Duration::from_millis(20);
 /// After the end, how long late ACKs are still answered with CLOSE.
 const LINGER: Duration = Duration::from_secs(1);
 
@@ -284,14 +288,8 @@ impl Driver {
         let mut base_limits = plan.rate;
         let mut server_share = self.core.outgoing_share_kbps();
         let limits = with_share(base_limits, server_share);
-        let mut sender = Sender::new(
-            params,
-            TransportConfig::default(),
-            limits,
-            secret,
-            Instant::now(),
-        )
-        .map_err(|e| DataError::Other(format!("packet protection: {e}")))?;
+        let mut sender = Sender::new(params, sender_config(), limits, secret, Instant::now())
+            .map_err(|e| DataError::Other(format!("packet protection: {e}")))?;
         let resumed_blocks = covered_blocks(&plan.resume, &params);
         sender.resume_from(&resumed_blocks);
         let resumed_bytes = range_bytes(&block_byte_ranges(&resumed_blocks, &params));
@@ -517,6 +515,19 @@ impl Driver {
         *lock(&self.shared.acked) = block_byte_ranges(sender.acked(), params);
         dropped.max(dropped_seen)
     }
+}
+
+/// The sender's tunables: the defaults, except that the queueing delay the rate controller
+/// tolerates is at least [`MIN_QUEUE_TARGET`], because this driver sends in bursts (one per
+/// timer tick) that by themselves delay the last datagram of a burst by up to a tick.
+fn sender_config() -> TransportConfig {
+    let mut config = TransportConfig::default();
+    config.retransmit_margin = config.retransmit_margin.max(RETRANSMIT_MARGIN);
+    config.rate_control.min_target_queue_delay = config
+        .rate_control
+        .min_target_queue_delay
+        .max(MIN_QUEUE_TARGET);
+    config
 }
 
 /// The transfer's limits with the endpoint's share of the server-wide limit added.
