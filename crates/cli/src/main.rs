@@ -1,7 +1,8 @@
 //! `slipstream`: the one binary. Subcommands: `server` (the daemon), `api` (one API call),
-//! `user` (accounts in the state dir).
+//! `user` (accounts in the state dir), `s3` (stale multipart uploads in S3 sandboxes).
 
 mod api_command;
+mod s3_command;
 mod user_command;
 
 use clap::{Parser, Subcommand};
@@ -24,6 +25,8 @@ enum Command {
     Api(api_command::ApiArgs),
     /// Manage users in the state dir (works while the server runs).
     User(user_command::UserArgs),
+    /// List or abort the multipart uploads in a user's S3 sandboxes (uploads, cleanup).
+    S3(s3_command::S3Args),
 }
 
 /// The arguments, with a `server --config FILE` expanded into flags.
@@ -63,6 +66,7 @@ fn main() -> ExitCode {
             }
             Command::Api(args) => api_command::run(args).await,
             Command::User(args) => user_command::run(args),
+            Command::S3(args) => s3_command::run(args).await,
         }
     });
     match result {

@@ -6,12 +6,16 @@ use clap::{Args, CommandFactory, Parser, ValueEnum};
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 
-/// Default size of the whole S3 file cache.
-pub const DEFAULT_FILE_CACHE_SIZE: u64 = 1 << 30;
-/// Default share of one upload into S3 (10,000 parts of up to this much: 2.6 TiB).
-pub const DEFAULT_FILE_CACHE_UPLOAD_SIZE: u64 = 256 << 20;
-/// Default share of one download from S3 (read-ahead).
-pub const DEFAULT_FILE_CACHE_DOWNLOAD_SIZE: u64 = 64 << 20;
+/// Default size of the whole S3 file cache (`--max-file-cache-size`): 1 GiB. Every S3 upload
+/// and download draws its buffers from it; when it is full, transfers wait for room.
+pub const DEFAULT_FILE_CACHE_SIZE: u64 = slipstream_storage::cache::DEFAULT_FILE_CACHE_SIZE;
+/// Default share of one upload into S3 (`--max-file-cache-upload-size`): 256 MiB. It bounds
+/// the part size, so the largest file is 10,000 parts of it (2.44 TiB); larger files are
+/// refused before any byte is sent, naming the value needed.
+pub const DEFAULT_FILE_CACHE_UPLOAD_SIZE: u64 = slipstream_storage::cache::DEFAULT_UPLOAD_SHARE;
+/// Default share of one download from S3 (`--max-file-cache-download-size`, read-ahead of
+/// ranged GETs): 64 MiB.
+pub const DEFAULT_FILE_CACHE_DOWNLOAD_SIZE: u64 = slipstream_storage::cache::DEFAULT_DOWNLOAD_SHARE;
 
 /// Log output format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]
@@ -54,13 +58,14 @@ pub struct ServerArgs {
     /// A user who is a superuser (repeatable), besides those flagged with `user add --superuser`.
     #[arg(long = "superuser", value_name = "NAME")]
     pub superusers: Vec<String>,
-    /// Memory for all S3 transfers together (e.g. 1GiB).
+    /// Memory for all S3 transfers together (default 1GiB); transfers wait when it is full.
     #[arg(long, value_parser = size_arg, value_name = "SIZE")]
     pub max_file_cache_size: Option<u64>,
-    /// Memory one upload into S3 may use (bounds the part size: 10,000 parts of at most this).
+    /// Memory one upload into S3 may use (default 256MiB); bounds the part size: 10,000 parts
+    /// of at most this, so 2.44 TiB with the default.
     #[arg(long, value_parser = size_arg, value_name = "SIZE")]
     pub max_file_cache_upload_size: Option<u64>,
-    /// Memory one download from S3 may use for read-ahead.
+    /// Memory one download from S3 may use for read-ahead (default 64MiB).
     #[arg(long, value_parser = size_arg, value_name = "SIZE")]
     pub max_file_cache_download_size: Option<u64>,
     /// PEM certificate for the API (default: a self-signed one kept in the state dir).
@@ -85,6 +90,10 @@ pub struct ServerArgs {
     /// How long a token from server.auth stays valid (e.g. 12h, 30m, 90s).
     #[arg(long, default_value = "12h", value_parser = duration_arg, value_name = "DURATION")]
     pub api_token_lifetime: u64,
+    /// Multipart uploads in S3 sandboxes older than this that no transfer owns are aborted,
+    /// at start and every hour (e.g. 24h, 90m).
+    #[arg(long, default_value = "24h", value_parser = duration_arg, value_name = "DURATION")]
+    pub stale_upload_age: u64,
     /// Largest accepted API request body.
     #[arg(long, default_value = "8MiB", value_parser = size_arg, value_name = "SIZE")]
     pub max_request_size: u64,

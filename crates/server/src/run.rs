@@ -9,7 +9,6 @@ use crate::sandboxes::Sandboxes;
 use crate::state::Store;
 use rand::RngCore;
 use std::net::SocketAddr;
-use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
@@ -47,6 +46,37 @@ async fn shutdown_signal() {
         Err(error) => {
             tracing::warn!(%error, "cannot listen for SIGTERM; only Ctrl-C stops the server");
             let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
+
+/// How often stale multipart uploads are looked for.
+const REAP_INTERVAL: Duration = Duration::from_secs(3600);
+
+/// At start and every hour: aborts the multipart uploads older than `age` that no live sink
+/// owns, in every S3 sandbox of the stored mappings. Failures are logged, never fatal.
+async fn reap_stale_uploads(sandboxes: Arc<Sandboxes>, age: Duration) {
+    let mut ticks = tokio::time::interval(REAP_INTERVAL);
+    loop {
+        ticks.tick().await;
+        let backends = match sandboxes.all_s3_backends() {
+            Ok(backends) => backends,
+            Err(error) => {
+                tracing::warn!(%error, "stale S3 uploads: cannot read the mappings");
+                continue;
+            }
+        };
+        for (user, root, backend) in backends {
+            match backend.reap_stale_uploads(age, false).await {
+                Ok(reaped) if reaped.is_empty() => {}
+                Ok(reaped) => tracing::info!(
+                    %user, %root, bucket = backend.bucket(), count = reaped.len(),
+                    "aborted stale S3 multipart uploads"
+                ),
+                Err(error) => tracing::warn!(
+                    %user, %root, %error, "stale S3 uploads: cannot clean up"
+                ),
+            }
         }
     }
 }
@@ -96,7 +126,17 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
              set --sandbox-dir or a mapping with server.setSandboxMapping"
         );
     }
-    let sandboxes = Arc::new(Sandboxes::new(store.clone(), args.sandbox_dir.clone()));
+    let file_cache =
+        slipstream_storage::cache::FileCache::new(cache_total, cache_upload, cache_download);
+    let sandboxes = Arc::new(Sandboxes::with_file_cache(
+        store.clone(),
+        args.sandbox_dir.clone(),
+        file_cache.clone(),
+    ));
+    let reaper = tokio::spawn(reap_stale_uploads(
+        sandboxes.clone(),
+        Duration::from_secs(args.stale_upload_age),
+    ));
     let engine = slipstream_engine::Engine::start(slipstream_engine::EngineConfig {
         state_dir: state_dir.clone(),
         recv_bind: SocketAddr::from(([0, 0, 0, 0], args.recv_port)),
@@ -118,7 +158,7 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
         engine: engine.clone(),
         store,
         auth,
-        file_cache_used: AtomicU64::new(0),
+        file_cache,
         requests: Requests::default(),
     });
 
@@ -139,6 +179,7 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
     shutdown_signal().await;
     let _ = stop_sender.send(true);
     let _ = tokio::time::timeout(Duration::from_secs(10), server).await;
+    reaper.abort();
     engine.shutdown().await;
     tracing::info!("slipstream server stopped");
     Ok(())

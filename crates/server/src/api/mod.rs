@@ -12,7 +12,6 @@ use crate::sandboxes::Sandboxes;
 use crate::state::Store;
 use serde_json::Value;
 use std::net::IpAddr;
-use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use tokio::sync::OnceCell;
 
@@ -117,8 +116,8 @@ pub struct Context {
     pub facts: ServerFacts,
     pub store: Arc<Store>,
     pub auth: Authenticator,
-    /// Bytes of the S3 file cache in use.
-    pub file_cache_used: AtomicU64,
+    /// The S3 file cache (its `used()` is `getServerInfo.fileCache.used`).
+    pub file_cache: slipstream_storage::cache::FileCache,
     /// Users' sandboxes.
     pub sandboxes: Arc<Sandboxes>,
     /// Background requests of the `...Async` methods.

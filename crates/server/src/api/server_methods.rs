@@ -3,7 +3,6 @@
 use super::Call;
 use crate::rpc::RpcError;
 use serde_json::{json, Value};
-use std::sync::atomic::Ordering;
 
 /// The API version this server speaks (bumped when methods are added).
 pub const API_VERSION: u32 = 1;
@@ -44,7 +43,7 @@ fn server_info(call: &Call<'_>) -> Value {
             "maxSize": facts.file_cache_max,
             "maxUploadSize": facts.file_cache_max_upload,
             "maxDownloadSize": facts.file_cache_max_download,
-            "used": context.file_cache_used.load(Ordering::Relaxed),
+            "used": context.file_cache.used(),
         },
     })
 }
