@@ -544,6 +544,111 @@ async fn datapath_rate_limit_is_respected() {
     f.assert_received();
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn datapath_dual_stack_sockets_reach_ipv4_peers() {
+    let bind = |address: &str| {
+        let address: SocketAddr = address.parse().unwrap();
+        async move { DataEndpoint::bind(address, None, None).await }
+    };
+    let (Ok(a), Ok(b)) = (bind("[::]:0").await, bind("[::]:0").await) else {
+        eprintln!("no IPv6 here: skipped");
+        return;
+    };
+    let f = fixture(&[3 * MIB + 17]);
+    let key = [6u8; 32];
+    let cipher = CipherLevel::Aes256Gcm;
+    let session = b.allocate_session_id();
+    let receiving = receive(
+        &b,
+        &f,
+        session,
+        cipher,
+        key,
+        "r1",
+        Vec::new(),
+        Duration::from_secs(10),
+    );
+    let to_b: SocketAddr = format!("127.0.0.1:{}", b.local_addr().port())
+        .parse()
+        .unwrap();
+    let mut sending = send(
+        &a,
+        &f,
+        session,
+        to_b,
+        cipher,
+        key,
+        Vec::new(),
+        RateLimits::default(),
+        Duration::from_secs(10),
+    )
+    .await;
+    let outcome = tokio::time::timeout(Duration::from_secs(30), sending.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    let results = receiving.finish(outcome.digests).await.unwrap();
+    assert!(results.iter().all(Result::is_ok));
+    // The sender is seen as an IPv4 peer, not as a mapped IPv6 address.
+    let peer = receiving.progress().peer.unwrap();
+    assert_eq!(
+        peer,
+        SocketAddr::new("127.0.0.1".parse().unwrap(), a.local_addr().port())
+    );
+    f.assert_received();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn datapath_server_outgoing_limit_is_shared() {
+    // 40 Mbit/s for the whole server, two sends of 2.5 MiB at once: about 1.05 s with headers.
+    let a = DataEndpoint::bind("127.0.0.1:0".parse().unwrap(), Some(40_000), None)
+        .await
+        .unwrap();
+    let b = loopback().await;
+    let cipher = CipherLevel::None;
+    let key = [0u8; 32];
+    let started = Instant::now();
+    let mut runs = Vec::new();
+    for _ in 0..2 {
+        let f = fixture(&[5 * MIB / 2]);
+        let session = b.allocate_session_id();
+        let receiving = receive(
+            &b,
+            &f,
+            session,
+            cipher,
+            key,
+            "r1",
+            Vec::new(),
+            Duration::from_secs(10),
+        );
+        let sending = send(
+            &a,
+            &f,
+            session,
+            b.local_addr(),
+            cipher,
+            key,
+            Vec::new(),
+            RateLimits::default(),
+            Duration::from_secs(10),
+        )
+        .await;
+        runs.push((f, receiving, sending));
+    }
+    for (f, receiving, sending) in &mut runs {
+        let outcome = sending.wait().await.unwrap();
+        let results = receiving.finish(outcome.digests).await.unwrap();
+        assert!(results.iter().all(Result::is_ok));
+        f.assert_received();
+    }
+    let elapsed = started.elapsed();
+    assert!(
+        elapsed >= Duration::from_millis(700) && elapsed <= Duration::from_secs(8),
+        "{elapsed:?}"
+    );
+}
+
 /// `cargo test --release -p slipstream-engine --test datapath -- --ignored --nocapture`
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore]

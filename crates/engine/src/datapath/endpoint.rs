@@ -215,6 +215,7 @@ impl Core {
         session_id: u32,
         peer: SocketAddr,
     ) -> (Registration, mpsc::Receiver<Inbound>) {
+        let peer = SocketAddr::new(peer.ip().to_canonical(), peer.port());
         let mut registry = lock(&self.registry);
         let (tx, rx) = mpsc::channel(INBOUND_CAPACITY);
         registry.next_token += 1;
@@ -245,6 +246,19 @@ impl Core {
         sizes: &[usize],
     ) {
         let src_ip = if self.wildcard { src_ip } else { None };
+        // A dual-stack IPv6 socket reaches IPv4 peers through mapped addresses.
+        let (destination, src_ip) = if self.local_addr.is_ipv6() {
+            let map = |ip: IpAddr| match ip {
+                IpAddr::V4(v4) => IpAddr::V6(v4.to_ipv6_mapped()),
+                v6 => v6,
+            };
+            (
+                SocketAddr::new(map(destination.ip()), destination.port()),
+                src_ip.map(map),
+            )
+        } else {
+            (destination, src_ip)
+        };
         let max_segments = self.state.max_gso_segments().max(1);
         let mut offset = 0;
         let mut index = 0;
@@ -336,6 +350,9 @@ impl Core {
                 } else {
                     meta.stride
                 };
+                // IPv4 peers of a dual-stack socket appear as mapped IPv6 addresses.
+                let from = SocketAddr::new(meta.addr.ip().to_canonical(), meta.addr.port());
+                let local_ip = meta.dst_ip.map(|ip| ip.to_canonical());
                 for datagram in data.chunks(stride.max(1)) {
                     received += 1;
                     let Ok(header) = Header::decode(datagram) else {
@@ -345,9 +362,7 @@ impl Core {
                     let receiver = header.packet_type != PacketType::Ack;
                     let id = header.session_id;
                     let existing = pending.iter_mut().position(|p| {
-                        p.receiver == receiver
-                            && p.session_id == id
-                            && (receiver || p.from == meta.addr)
+                        p.receiver == receiver && p.session_id == id && (receiver || p.from == from)
                     });
                     let index = match existing {
                         Some(index) => index,
@@ -360,7 +375,7 @@ impl Core {
                                         Some(list[0].2.clone())
                                     } else {
                                         list.iter()
-                                            .find(|(_, peer, _)| *peer == meta.addr)
+                                            .find(|(_, peer, _)| *peer == from)
                                             .map(|(_, _, tx)| tx.clone())
                                     }
                                 })
@@ -372,7 +387,7 @@ impl Core {
                             pending.push(Pending {
                                 receiver,
                                 session_id: id,
-                                from: meta.addr,
+                                from,
                                 tx,
                                 batch: Inbound::default(),
                             });
@@ -384,8 +399,8 @@ impl Core {
                     batch.buf.extend_from_slice(datagram);
                     batch.items.push(InboundItem {
                         range: start..batch.buf.len(),
-                        from: meta.addr,
-                        local_ip: meta.dst_ip,
+                        from,
+                        local_ip,
                     });
                 }
             }
