@@ -13,7 +13,7 @@ use std::io::{self, IoSliceMut};
 use std::net::{IpAddr, SocketAddr};
 use std::ops::Range;
 use std::os::fd::AsRawFd;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::io::Interest;
@@ -26,8 +26,9 @@ const SOCKET_BUFFER: usize = 32 << 20;
 const SLOT_LEN: usize = 65_536;
 /// Largest GSO send (all segments together), under the 64 KiB UDP/IP length limit.
 const MAX_GSO_BYTES: usize = 65_000;
-/// Batches of datagrams a session's inbound channel holds before the demultiplexer drops.
-const INBOUND_CAPACITY: usize = 4096;
+/// Datagram bytes waiting for one session, at most; beyond it the demultiplexer drops (like a
+/// full socket buffer), so a stalled session cannot make the endpoint's memory grow.
+const INBOUND_BYTES: usize = 32 << 20;
 /// A session id handed out by `allocate_session_id` stays reserved this long at most.
 const RESERVATION: Duration = Duration::from_secs(600);
 
@@ -49,7 +50,62 @@ pub(crate) struct InboundItem {
     pub local_ip: Option<IpAddr>,
 }
 
-type InboundTx = mpsc::Sender<Inbound>;
+/// The demultiplexer's end of a session's inbound queue.
+#[derive(Clone)]
+pub(crate) struct InboundTx {
+    tx: mpsc::UnboundedSender<Inbound>,
+    queued: Arc<AtomicUsize>,
+}
+
+impl InboundTx {
+    /// Queues a batch unless the session's queue is full or gone.
+    fn offer(&self, batch: Inbound) -> bool {
+        let len = batch.buf.len();
+        if self.queued.load(Ordering::Relaxed) + len > INBOUND_BYTES {
+            return false;
+        }
+        self.queued.fetch_add(len, Ordering::Relaxed);
+        if self.tx.send(batch).is_err() {
+            self.queued.fetch_sub(len, Ordering::Relaxed);
+            return false;
+        }
+        true
+    }
+}
+
+/// A session's end of its inbound queue.
+pub(crate) struct InboundRx {
+    rx: mpsc::UnboundedReceiver<Inbound>,
+    queued: Arc<AtomicUsize>,
+}
+
+impl InboundRx {
+    /// The next batch (cancel safe: nothing happens after the only await).
+    pub async fn recv(&mut self) -> Option<Inbound> {
+        let batch = self.rx.recv().await?;
+        self.queued.fetch_sub(batch.buf.len(), Ordering::Relaxed);
+        Some(batch)
+    }
+
+    /// The next batch if one is waiting.
+    pub fn try_recv(&mut self) -> Option<Inbound> {
+        let batch = self.rx.try_recv().ok()?;
+        self.queued.fetch_sub(batch.buf.len(), Ordering::Relaxed);
+        Some(batch)
+    }
+}
+
+fn inbound_queue() -> (InboundTx, InboundRx) {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let queued = Arc::new(AtomicUsize::new(0));
+    (
+        InboundTx {
+            tx,
+            queued: queued.clone(),
+        },
+        InboundRx { rx, queued },
+    )
+}
 
 /// Live sessions and reserved ids.
 #[derive(Default)]
@@ -191,13 +247,13 @@ impl Core {
     pub fn register_receiver(
         self: &Arc<Self>,
         session_id: u32,
-    ) -> Option<(Registration, mpsc::Receiver<Inbound>)> {
+    ) -> Option<(Registration, InboundRx)> {
         let mut registry = lock(&self.registry);
         if registry.receivers.contains_key(&session_id) {
             return None;
         }
         registry.reserved.remove(&session_id);
-        let (tx, rx) = mpsc::channel(INBOUND_CAPACITY);
+        let (tx, rx) = inbound_queue();
         registry.receivers.insert(session_id, tx);
         Some((
             Registration {
@@ -214,10 +270,10 @@ impl Core {
         self: &Arc<Self>,
         session_id: u32,
         peer: SocketAddr,
-    ) -> (Registration, mpsc::Receiver<Inbound>) {
+    ) -> (Registration, InboundRx) {
         let peer = SocketAddr::new(peer.ip().to_canonical(), peer.port());
         let mut registry = lock(&self.registry);
-        let (tx, rx) = mpsc::channel(INBOUND_CAPACITY);
+        let (tx, rx) = inbound_queue();
         registry.next_token += 1;
         let token = registry.next_token;
         registry
@@ -407,7 +463,7 @@ impl Core {
         }
         for p in pending {
             let count = p.batch.items.len() as u64;
-            if p.tx.try_send(p.batch).is_err() {
+            if !p.tx.offer(p.batch) {
                 // The session is gone or cannot keep up: like a full socket buffer.
                 dropped += count;
             }

@@ -6,7 +6,7 @@
 //! slow disk slows the sender through flow control and never loses data). Consecutive blocks
 //! are gathered into runs of up to 1 MiB before they go to the writer.
 
-use super::endpoint::{Core, Inbound, Registration};
+use super::endpoint::{Core, Inbound, InboundRx, Registration};
 use super::{
     block_byte_ranges, covered_blocks, lock, range_bytes, DataError, Progress, ReceiveCheckpoint,
     ReceivePlan, SinkOpener,
@@ -542,12 +542,7 @@ impl Driver {
         });
     }
 
-    async fn run(
-        self,
-        mut receiver: Receiver,
-        mut sink: QueueSink,
-        mut inbound: mpsc::Receiver<Inbound>,
-    ) {
+    async fn run(self, mut receiver: Receiver, mut sink: QueueSink, mut inbound: InboundRx) {
         let started = Instant::now();
         let mut talk = Talk {
             peer: None,
@@ -568,7 +563,7 @@ impl Driver {
             if self.shared.abort.load(Ordering::Relaxed) {
                 return;
             }
-            while let Ok(batch) = inbound.try_recv() {
+            while let Some(batch) = inbound.try_recv() {
                 self.handle(&mut receiver, &mut sink, &mut talk, now, batch);
             }
             sink.flush();

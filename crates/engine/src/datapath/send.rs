@@ -5,7 +5,7 @@
 //! Pacing: the proto pacer keeps up to 2 ms of credit, so the driver wakes about once per
 //! millisecond (tokio's timer granularity) and sends everything due as GSO batches.
 
-use super::endpoint::{Core, Inbound, Registration};
+use super::endpoint::{Core, Inbound, InboundRx, Registration};
 use super::{
     block_byte_ranges, covered_blocks, lock, range_bytes, DataError, Progress, SendFile,
     SendOutcome, SendPlan,
@@ -20,7 +20,7 @@ use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use tokio::sync::{mpsc, watch, Notify};
+use tokio::sync::{watch, Notify};
 
 /// Bytes the read-ahead reads per call.
 const PIECE: u64 = 4 << 20;
@@ -257,7 +257,7 @@ impl<T> Drop for AbortOnDrop<T> {
 }
 
 impl Driver {
-    async fn run(self, plan: SendPlan, inbound: mpsc::Receiver<Inbound>) {
+    async fn run(self, plan: SendPlan, inbound: InboundRx) {
         let result = self.drive(plan, inbound).await;
         if let Err(error) = result {
             self.result.send_if_modified(|slot| {
@@ -272,11 +272,7 @@ impl Driver {
     }
 
     /// Runs the send; publishes a success itself (then lingers) and returns failures.
-    async fn drive(
-        &self,
-        plan: SendPlan,
-        mut inbound: mpsc::Receiver<Inbound>,
-    ) -> Result<(), DataError> {
+    async fn drive(&self, plan: SendPlan, mut inbound: InboundRx) -> Result<(), DataError> {
         let space = FileSpace::new(plan.files.iter().map(|file| file.size))
             .map_err(|e| DataError::Other(e.to_string()))?;
         let params = TransferParams::new(plan.session_id, space.total_len(), plan.block_size)
@@ -348,7 +344,7 @@ impl Driver {
             }
 
             // Received datagrams.
-            while let Ok(batch) = inbound.try_recv() {
+            while let Some(batch) = inbound.try_recv() {
                 self.handle(&mut sender, now, batch);
             }
 
