@@ -430,7 +430,10 @@ impl Core {
                                     if list.len() == 1 {
                                         Some(list[0].2.clone())
                                     } else {
+                                        // The newest registration wins (an ended send
+                                        // may linger under the same id for a moment).
                                         list.iter()
+                                            .rev()
                                             .find(|(_, peer, _)| *peer == from)
                                             .map(|(_, _, tx)| tx.clone())
                                     }

@@ -9,7 +9,22 @@
 //! [`DataEndpoint::start_receive`] on the receiving one.
 //!
 //! CONTRACT (written before the implementation; the implementer fills in the bodies and may add
-//! fields, methods and modules, but keeps these names and meanings):
+//! fields, methods and modules, but keeps these names and meanings): the types and methods
+//! below.
+//!
+//! Implementation:
+//! - `endpoint`: the socket (32 MiB kernel buffers, forced past `rmem_max` when privileged),
+//!   quinn-udp batched I/O (GSO out, recvmmsg/GRO in) and the receive task. DATA and CLOSE go
+//!   to the receiving session of the header's session id, ACK to the sending one, so one
+//!   endpoint can send to itself. Each session's inbound queue holds at most 32 MiB.
+//! - `send`: a driver task per send (wakes on ACKs or about every millisecond, sends what the
+//!   pacer allows in GSO batches) and a read-ahead task (4 MiB pieces, at most 64 MiB buffered,
+//!   a piece is dropped once all its blocks are acknowledged; every byte is hashed in order).
+//! - `receive`: a driver task per reception (the proto receiver writes into a queue of at most
+//!   64 MiB, which is its flow-control window) and a writer task that owns the sinks: opens
+//!   them lazily, writes runs of up to 1 MiB, checkpoints every `checkpoint_interval` and on
+//!   completion, and commits or aborts them.
+//! - Progress counters are refreshed by the drivers every 20 ms; reading them takes a lock.
 
 mod endpoint;
 mod receive;
