@@ -258,6 +258,52 @@ async fn datapath_endpoint_sends_to_itself() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn datapath_survives_random_loss_both_ways() {
+    let (a, b) = (loopback().await, loopback().await);
+    a.simulate_inbound_loss(0.05);
+    b.simulate_inbound_loss(0.05);
+    let f = fixture(&[4 * MIB + 1, 0, 3 * MIB]);
+    let key = [8u8; 32];
+    let cipher = CipherLevel::Aes256Gcm;
+    let session = b.allocate_session_id();
+    let receiving = receive(
+        &b,
+        &f,
+        session,
+        cipher,
+        key,
+        "r1",
+        Vec::new(),
+        Duration::from_secs(10),
+    );
+    let mut sending = send(
+        &a,
+        &f,
+        session,
+        b.local_addr(),
+        cipher,
+        key,
+        Vec::new(),
+        RateLimits::transfer(400_000),
+        Duration::from_secs(10),
+    )
+    .await;
+    let outcome = tokio::time::timeout(Duration::from_secs(60), sending.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        outcome.progress.blocks_retransmitted > 0,
+        "{:?}",
+        outcome.progress
+    );
+    let results = receiving.finish(outcome.digests).await.unwrap();
+    assert!(results.iter().all(Result::is_ok), "{results:?}");
+    assert!(b.stats().datagrams_dropped > 0);
+    f.assert_received();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn datapath_empty_transfer() {
     let (a, b) = (loopback().await, loopback().await);
     let f = fixture(&[0, 0]);

@@ -133,6 +133,8 @@ pub(crate) struct Core {
     pub incoming_limit_kbps: Option<u64>,
     pub active_sends: AtomicU64,
     pub active_receives: AtomicU64,
+    /// Test aid: datagrams dropped on arrival, per million (see `simulate_inbound_loss`).
+    pub inbound_loss_ppm: AtomicU64,
 }
 
 /// Sets an integer socket option, reporting the OS error.
@@ -207,6 +209,7 @@ impl Core {
             incoming_limit_kbps,
             active_sends: AtomicU64::new(0),
             active_receives: AtomicU64::new(0),
+            inbound_loss_ppm: AtomicU64::new(0),
         })
     }
 
@@ -396,6 +399,7 @@ impl Core {
         let mut pending: Vec<Pending> = Vec::new();
         let mut received = 0u64;
         let mut dropped = 0u64;
+        let loss_ppm = self.inbound_loss_ppm.load(Ordering::Relaxed);
         {
             let registry = lock(&self.registry);
             for (slot, meta) in meta.iter().enumerate() {
@@ -411,6 +415,10 @@ impl Core {
                 let local_ip = meta.dst_ip.map(|ip| ip.to_canonical());
                 for datagram in data.chunks(stride.max(1)) {
                     received += 1;
+                    if loss_ppm > 0 && rand::random::<u32>() % 1_000_000 < loss_ppm as u32 {
+                        dropped += 1;
+                        continue;
+                    }
                     let Ok(header) = Header::decode(datagram) else {
                         dropped += 1;
                         continue;

@@ -300,6 +300,14 @@ impl DataEndpoint {
     pub fn socket_buffer_sizes(&self) -> (usize, usize) {
         self.core.buffer_sizes()
     }
+    /// Test and diagnostic aid: drops this fraction (0.0-1.0) of the datagrams arriving at
+    /// this endpoint, at random, as a lossy path would (counted as dropped). 0 turns it off.
+    pub fn simulate_inbound_loss(&self, fraction: f64) {
+        let ppm = (fraction.clamp(0.0, 1.0) * 1e6) as u64;
+        self.core
+            .inbound_loss_ppm
+            .store(ppm, std::sync::atomic::Ordering::Relaxed);
+    }
     /// Starts sending. Must be called inside a tokio runtime.
     pub fn start_send(self: &Arc<Self>, plan: SendPlan) -> SendHandle {
         let (shared, result) = send::start(&self.core, plan);
