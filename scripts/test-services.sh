@@ -97,6 +97,9 @@ signed_list_ok() { # url [curl args] -> true when a SigV4-signed ListBuckets ans
   curl -sf -o /dev/null "$@" --aws-sigv4 "aws:amz:us-east-1:s3" --user "$ACCESS_KEY:$SECRET_KEY" "$url"
 }
 
+# Every bucket is a SeaweedFS collection that takes several volumes of its own; the automatic
+# volume limit (free disk / 128 MB) runs out after a few dozen buckets, and the tests make a
+# bucket per test. Volumes are sparse files, so a high explicit limit costs nothing up front.
 start_s3() {
   install_s3
   make_certs
@@ -106,6 +109,7 @@ start_s3() {
   mkdir -p "$BASE/s3-data" "$BASE/s3-logs"
   "$WEED" -logdir="$BASE/s3-logs" mini -dir="$BASE/s3-data" -ip=127.0.0.1 -ip.bind=127.0.0.1 \
     -master.telemetry=false -admin.ui=false -webdav=false -s3.port.iceberg=0 -s3.port.lance=0 \
+    -volume.max=3000 -master.volumeSizeLimitMB=64 \
     -s3.port="$S3_PORT" -s3.port.https="$S3_TLS_PORT" \
     -s3.cert.file="$BASE/tls/server.crt" -s3.key.file="$BASE/tls/server.key" \
     -s3.config="$BASE/s3.json" -s3.iam.config="$BASE/iam.json" \
