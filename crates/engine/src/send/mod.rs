@@ -40,8 +40,8 @@ fn transfer_json(engine: &Engine, row: &TransferRow) -> Value {
     let bytes_acked = if row.status == "complete" {
         row.total_bytes
     } else {
-        let current = progress.map(|p| p.bytes_acked).unwrap_or(0);
         // The data path counts the resumed bytes as acknowledged from the start.
+        let current = progress.map_or(counters.last_acked, |p| p.bytes_acked);
         current.max(row.bytes_resumed).min(row.total_bytes)
     };
     let total_blocks = match row.block_size {

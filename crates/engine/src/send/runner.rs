@@ -241,6 +241,14 @@ async fn drive(engine: &Arc<Engine>, id: i64, live: &LiveSend) -> Result<End, En
         let resume: Vec<std::ops::Range<u64>> = answer.resume.iter().map(|[a, b]| *a..*b).collect();
         let resumed: u64 = resume.iter().map(|r| r.end.saturating_sub(r.start)).sum();
         store::set_negotiated(engine, id, answer.block_size, resumed)?;
+        tracing::info!(
+            transfer = id,
+            session = answer.session_id,
+            resumed_bytes = resumed,
+            block_size = answer.block_size,
+            cipher = answer.cipher,
+            "transfer negotiated"
+        );
         if answer.status == "complete" {
             return Ok(End::Complete(regular.len() as u64));
         }
@@ -311,7 +319,11 @@ async fn drive(engine: &Arc<Engine>, id: i64, live: &LiveSend) -> Result<End, En
                 }
             };
             let progress = handle.progress();
-            counters = counters.plus(&progress, crate::params::now_us() - started);
+            let elapsed = crate::params::now_us() - started;
+            tracing::info!(transfer = id, bytes_sent = progress.bytes_sent,
+                bytes_acked = progress.bytes_acked, seconds = elapsed as f64 / 1e6,
+                outcome = ?result.as_ref().map(|_| "all acknowledged"), "data run ended");
+            counters = counters.plus(&progress, elapsed);
             if let Ok(mut snapshot) = live.progress.lock() {
                 *snapshot = None;
             }

@@ -18,6 +18,9 @@ pub struct Counters {
     pub packets_recv: u64,
     /// Microseconds spent sending (for aveSendRate).
     pub active_us: i64,
+    /// Bytes acknowledged at the end of the last run (resumed ones included).
+    #[serde(default)]
+    pub last_acked: u64,
 }
 
 impl Counters {
@@ -31,6 +34,7 @@ impl Counters {
             packets_sent: self.packets_sent + p.packets_sent,
             packets_recv: self.packets_recv + p.packets_received,
             active_us: self.active_us + active_us,
+            last_acked: p.bytes_acked,
         }
     }
 }
