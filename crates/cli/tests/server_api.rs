@@ -399,3 +399,51 @@ async fn config_file_and_json_logs() {
         "JSON log line: {first}"
     );
 }
+
+#[tokio::test]
+async fn api_cert_and_key_are_used_when_given() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    let status = Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+        ])
+        .args(["-days", "2", "-subj", "/CN=slipstream-test", "-keyout"])
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .unwrap();
+    assert!(
+        status.status.success(),
+        "{}",
+        String::from_utf8_lossy(&status.stderr)
+    );
+    let der = Command::new("openssl")
+        .args(["x509", "-outform", "DER", "-in"])
+        .arg(&cert)
+        .output()
+        .unwrap()
+        .stdout;
+    let expected = slipstream_client::sha256_fingerprint(&der);
+    let server = TestServer::start(&[
+        &format!("--api-cert={}", cert.display()),
+        &format!("--api-key={}", key.display()),
+    ]);
+    let info = server
+        .client(Trust::Fingerprint(expected.clone()))
+        .call("server.getServerInfo", Value::Null)
+        .await
+        .unwrap();
+    assert_eq!(info["certificateFingerprint"], json!(expected));
+    assert!(
+        !server.state_dir.join("tls/api-cert.pem").exists(),
+        "no self-signed certificate made"
+    );
+}
