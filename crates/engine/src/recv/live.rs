@@ -114,8 +114,9 @@ async fn watch(engine: Arc<Engine>, live: Arc<LiveReception>) {
     }
 }
 
-/// The sender cancelled (discard everything) or went silent (keep the checkpointed data for
-/// a resume when it comes back).
+/// The sender closed the session or went silent. Either way the reception keeps what it has
+/// durably and waits for the sender: the data path also closes a session when the sender gives
+/// up on a silent receiver, so only an explicit `recv.cancelTransfer` discards the files.
 async fn on_stopped(engine: &Arc<Engine>, live: &Arc<LiveReception>, reason: DataError) {
     let id = live.reception_id;
     // Only the current session of this reception is ours to end.
@@ -134,17 +135,6 @@ async fn on_stopped(engine: &Arc<Engine>, live: &Arc<LiveReception>, reason: Dat
     }
     let progress = live.handle.progress();
     let _ = store::set_progress(engine, id, progress.bytes_received, None);
-    match reason {
-        DataError::Cancelled => {
-            tracing::info!(reception = id, "the sender cancelled the transfer");
-            live.handle.abort().await;
-            if let Err(error) = store::end(engine, id, "error", Some("cancelled by the sender")) {
-                tracing::error!(reception = id, %error, "cannot record a cancelled reception");
-            }
-        }
-        other => {
-            tracing::info!(reception = id, reason = %other,
-                "the sender stopped; the reception waits for it to resume");
-        }
-    }
+    tracing::info!(reception = id, reason = %reason,
+        "the sender stopped this session; the reception waits for it to resume or cancel");
 }

@@ -24,7 +24,8 @@ use tokio::sync::watch;
 /// How long a receiver may stay unreachable (or silent) before the transfer fails.
 pub const RETRY_LIMIT: Duration = Duration::from_secs(120);
 /// The sending data path gives up on a silent receiver after this long (then we renegotiate).
-const PEER_TIMEOUT: Duration = Duration::from_secs(8);
+/// Long enough for a busy receiver that is reopening its files after a restart.
+const PEER_TIMEOUT: Duration = Duration::from_secs(15);
 /// How often the live counters are refreshed.
 const PROGRESS_TICK: Duration = Duration::from_millis(250);
 
