@@ -447,13 +447,17 @@ async fn suspend_resume_then_cancel_leaves_nothing() {
     );
 }
 
-/// Ignored for now: after the receiver restarts, the control plane renegotiates correctly (same
-/// transfer id, the checkpointed partfile reopened, `resume` ≈ 36 MB, a new session every
-/// retry), but each new data session on the sender sends 0 bytes and ends "no acknowledgement
-/// for 15 s" until the 2-minute retry budget runs out. Suspend/resume (the same renegotiation
-/// without a restart) works; the data path's handling of a peer that came back is the suspect.
+/// Ignored for now (data path / proto bug, not the control plane): after the receiver restarts,
+/// the renegotiation is right (same transfer id, the checkpointed partfile reopened, `resume`
+/// about 36 MB, a new session each retry), but the new data session sends 0 bytes. Cause:
+/// `proto::Sender::resume_from` counts the resumed blocks in `unique_bytes_sent`, which must stay
+/// under `flow_limit` (16 MiB initial window) until the receiver's first ACK raises it, and the
+/// receiver says nothing before it hears the sender: a resume of more than 16 MiB deadlocks
+/// until the 15 s peer timeout, every retry. Suspend/resume with less than 16 MiB resumed works
+/// (`suspend_resume_then_cancel_leaves_nothing`). Fix in proto: start `flow_limit` at the
+/// resumed bytes plus the initial window (on both ends).
 #[tokio::test]
-#[ignore = "data path: no data flows to a restarted receiver (see the doc comment)"]
+#[ignore = "proto: a resume of more than the 16 MiB initial window deadlocks (see the doc comment)"]
 async fn receiver_killed_mid_way_resumes_after_restart() {
     let _turn = HEAVY.lock().await;
     let mut p = pair(&[]).await;
