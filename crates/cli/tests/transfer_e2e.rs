@@ -353,11 +353,11 @@ async fn suspend_resume_then_cancel_leaves_nothing() {
     let p = pair(&[]).await;
     write_pattern(&p.sender.path("mid.bin"), 48 * MIB, 11);
     let manifest = p.manifest(json!({"mid.bin": "/mid.bin"})).await;
-    // 100 Mbit/s: about 4 s for the whole file.
+    // 50 Mbit/s: suspended well before 16 MiB is acknowledged (see the ignored test below).
     let t = p
         .transfer(
             &manifest,
-            json!({"destinationPath": "s", "sendRate": 100_000, "checkpointFrequencySeconds": 1}),
+            json!({"destinationPath": "s", "sendRate": 50_000, "checkpointFrequencySeconds": 1}),
         )
         .await;
     let id = t["transferId"].clone();
