@@ -45,7 +45,8 @@ for cipher in $CIPHERS; do
     else
         mbps=0
     fi
-    echo "{\"tool\": \"slipstream\", \"cipher\": $cipher, \"mbps\": $mbps}" | tee -a "$OUT"
+    load1=$(cut -d' ' -f1 /proc/loadavg)
+    echo "{\"tool\": \"slipstream\", \"cipher\": $cipher, \"mbps\": $mbps, \"size\": \"$SIZE\", \"send_rate_kbps\": $SEND_RATE_KBPS, \"load1\": $load1}" | tee -a "$OUT"
 done
 ss_stop_all
 
@@ -60,7 +61,8 @@ for rate in 1000 1500 2000 2500 3000 3500 4000 5000; do
 import json, sys
 d = json.load(open(sys.argv[1]))["end"]["sum"]
 print(round(d["bits_per_second"] / 1e6, 1), d.get("lost_percent", 100))' "$WORK/u.json" 2>/dev/null || echo "0 100")"
-    echo "{\"tool\": \"iperf3-udp\", \"offered_mbps\": $rate, \"mbps\": $got, \"lost_percent\": $lost}" | tee -a "$OUT"
+    load1=$(cut -d' ' -f1 /proc/loadavg)
+    echo "{\"tool\": \"iperf3-udp\", \"offered_mbps\": $rate, \"mbps\": $got, \"lost_percent\": $lost, \"load1\": $load1}" | tee -a "$OUT"
     if python3 -c "import sys; sys.exit(0 if float('$lost') < 0.1 else 1)"; then
         best=$got
     else
@@ -68,4 +70,4 @@ print(round(d["bits_per_second"] / 1e6, 1), d.get("lost_percent", 100))' "$WORK/
     fi
 done
 kill "$IPERF_PID" 2>/dev/null; IPERF_PID=
-echo "{\"tool\": \"iperf3-udp-lossless\", \"mbps\": $best}" | tee -a "$OUT"
+echo "{\"tool\": \"iperf3-udp-lossless\", \"mbps\": $best, \"load1\": $(cut -d' ' -f1 /proc/loadavg)}" | tee -a "$OUT"

@@ -17,6 +17,7 @@ fi
 "$BENCH_DIR/loopback.sh" "$RESULTS"
 "$BENCH_DIR/wan.sh" "$RESULTS"
 if [ -x "$BENCH_DIR/s3-ingest/run.sh" ]; then
-    "$BENCH_DIR/s3-ingest/run.sh" "$RESULTS" || echo "S3 ingest benchmark failed" >&2
+    # Its output (rates, peak RSS, PASS/FAIL line) goes into the report as it is.
+    "$BENCH_DIR/s3-ingest/run.sh" | tee "$RESULTS/s3-ingest.txt" || echo "S3 ingest benchmark failed" >&2
 fi
 python3 "$BENCH_DIR/report.py" wan "$RESULTS"

@@ -13,6 +13,8 @@
 #
 # Environment: SIZE [2G], DELAYS_MS ["0 50"], LOSSES ["0 0.01"], RATE [1g], BUF_MS [50],
 # SEND_RATE_KBPS [1000000], CIPHER [3], TCP_SECS [10], SLIPSTREAM, WANEMU.
+# APPEND=1 appends to wan-slipstream.jsonl instead of rewriting it (e.g. a second send rate);
+# SKIP_TCP=1 leaves out the iperf3 baselines (wan-tcp.jsonl is then kept as it is).
 set -euo pipefail
 RESULTS=$(realpath -m "${1:-$(dirname "$0")/results}")
 # shellcheck source=lib/emu.sh
@@ -28,23 +30,28 @@ BUF_MS=${BUF_MS:-50}
 SEND_RATE_KBPS=${SEND_RATE_KBPS:-1000000}
 CIPHER=${CIPHER:-3}
 TCP_SECS=${TCP_SECS:-10}
+APPEND=${APPEND:-0}
+SKIP_TCP=${SKIP_TCP:-0}
 
 emu_init
 ss_build
-trap 'ss_stop_all; emu_cleanup' EXIT
+trap 'rc=$?; ss_stop_all; (exit $rc); emu_cleanup' EXIT
 mkdir -p "$RESULTS"
 OUT=$RESULTS/wan-slipstream.jsonl
-: >"$OUT"
+[ "$APPEND" = 1 ] || : >"$OUT"
 
 SRC=/dev/shm/ssbench-src.$$
 DST=/dev/shm/ssbench-dst.$$
 mkdir -p "$SRC" "$DST"
-trap 'ss_stop_all; rm -rf "$SRC" "$DST"; emu_cleanup' EXIT
+# emu_cleanup exits with $?, so hand it the script's own status, not that of rm.
+trap 'rc=$?; ss_stop_all; rm -rf "$SRC" "$DST"; (exit $rc); emu_cleanup' EXIT
 emu_log "making a $SIZE test file in $SRC"
 head -c "$SIZE" /dev/urandom >"$SRC/data.bin"
 
 for owd in $DELAYS_MS; do
   for loss in $LOSSES; do
+    load0=$(cut -d' ' -f1 /proc/loadavg)
+    emu_log "case: one-way delay $owd ms, loss $loss, send rate $SEND_RATE_KBPS kbit/s, load1 $load0"
     emu_start --delay-ms "$owd" --loss "$loss" --loss-a2b-only --rate "$RATE" --buf-ms "$BUF_MS"
     rm -f "$DST/data.bin"
     ss_start receiver "$NS_B" "$ADDR_B" 8886 "$DST"
@@ -57,6 +64,7 @@ for owd in $DELAYS_MS; do
       ok=true
     else
       ok=false
+      tail -n 20 "$WORK/sender.log" "$WORK/receiver.log" >&2 || true
     fi
     w1=$(date +%s.%N)
     c_snd1=$(ss_cpu_seconds "$SS_PID_sender"); c_rcv1=$(ss_cpu_seconds "$SS_PID_receiver")
@@ -65,9 +73,9 @@ for owd in $DELAYS_MS; do
     $ok && cmp -s "$SRC/data.bin" "$DST/data.bin" && identical=true
     ss_stop_all
     emu_stop
-    python3 - "$WORK/transfer.json" "$OUT" <<PY
+    python3 - "$WORK/transfer.json" "$OUT" "$EMU_ERR" <<PY
 import json, sys
-transfer, out = sys.argv[1:]
+transfer, out, emu_err = sys.argv[1:]
 try:
     t = json.load(open(transfer))
 except Exception:
@@ -75,21 +83,30 @@ except Exception:
 secs = ((t.get("endTime") or 0) - (t.get("startTime") or 0)) / 1e6
 wall = $w1 - $w0
 row = {"tool": "slipstream", "owd_ms": float("$owd"), "loss_a2b": float("$loss"), "rate": "$RATE",
-       "cipher": $CIPHER, "ok": "$ok" == "true", "identical": "$identical" == "true",
+       "cipher": $CIPHER, "send_rate_kbps": $SEND_RATE_KBPS, "size": "$SIZE", "ok": "$ok" == "true", "identical": "$identical" == "true",
        "bytes": t.get("totalBytes"), "secs": round(secs, 3),
        "mbps": round(t["totalBytes"] * 8 / secs / 1e6, 1) if secs > 0 else 0.0,
        "blocks_retransmitted": t.get("blocksRetransmitted"), "rtt_ms": t.get("roundTripTimeMs"),
        "cpu_snd_pct": round(100 * ($c_snd1 - $c_snd0) / wall, 1),
        "cpu_rcv_pct": round(100 * ($c_rcv1 - $c_rcv0) / wall, 1),
        "cpu_emu_pct": round(100 * ($e1 - $e0) / $(getconf CLK_TCK) / wall, 1),
+       "load1_start": float("$load0"),
        "load1": float(open("/proc/loadavg").read().split()[0])}
+try:
+    emu = json.loads(open(emu_err).read().strip().splitlines()[-1])
+    row["emu"] = {k: emu.get(d, {}).get(k) for d in ("a2b",) for k in ("lost", "queue_drops", "ring_full")}
+    row["emu"]["tun_queue_drops_a2b"] = emu.get("tun_queue_drops_a2b")
+except Exception:
+    pass
 open(out, "a").write(json.dumps(row) + "\n")
 print(json.dumps(row))
 PY
   done
 done
 
-emu_log "TCP baselines (iperf3) in the same run"
-SECS=$TCP_SECS DELAYS_MS=$DELAYS_MS LOSSES=$LOSSES WANEMU=$WANEMU \
-    "$BENCH_DIR/tcp-baseline.sh" "$RESULTS/wan-tcp.jsonl"
+if [ "$SKIP_TCP" != 1 ]; then
+  emu_log "TCP baselines (iperf3) in the same run"
+  SECS=$TCP_SECS DELAYS_MS=$DELAYS_MS LOSSES=$LOSSES WANEMU=$WANEMU \
+      "$BENCH_DIR/tcp-baseline.sh" "$RESULTS/wan-tcp.jsonl"
+fi
 python3 "$BENCH_DIR/report.py" wan "$RESULTS"

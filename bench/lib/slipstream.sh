@@ -25,9 +25,11 @@ ss_build() {
 ss_start() {
     local name=$1 ns=$2 host=$3 port=$4 sandbox=$5
     local state=$WORK/$name-state
+    # A fresh state dir (database, certificate, user) for every server, so cases do not share state.
+    rm -rf "$state"
     mkdir -p "$sandbox"
     echo "$SS_PASSWORD" | "$SLIPSTREAM" user add bench --superuser --password-stdin \
-        --persistent-state-dir "$state" 2>/dev/null
+        --persistent-state-dir "$state" >/dev/null
     local run=()
     [ "$ns" != - ] && run=(ip netns exec "$ns")
     "${run[@]}" "$SLIPSTREAM" server --persistent-state-dir "$state" --api-host "$host" \
@@ -69,35 +71,55 @@ ss_cpu_seconds() {
 
 # ss_transfer NS_A HOST_A PORT_A HOST_B PORT_B CIPHER RATE_KBPS OUT_JSON : sends /data.bin from
 # the sender (A) to the receiver (B) and writes the finished Transfer as JSON to OUT_JSON.
+# Params go as --params JSON or --name=value after METHOD (--user/--host/--port are the
+# client's own options, so createDestination's "user" must go through --params).
 ss_transfer() {
     local ns=$1 host_a=$2 port_a=$3 host_b=$4 port_b=$5 cipher=$6 rate=$7 out=$8
-    local manifest destination transfer status
-    manifest=$(ss_api "$ns" "$host_a" "$port_a" send.createManifest --params '[{"data.bin": "/data.bin"}]' |
-        python3 -c 'import json,sys; print(json.load(sys.stdin)["manifestId"])')
-    destination=$(ss_api "$ns" "$host_a" "$port_a" send.createDestination \
-        --params "{\"destinationAddress\": \"$host_b:$port_b\", \"user\": \"bench\", \"password\": \"$SS_PASSWORD\"}" |
-        python3 -c 'import json,sys; print(json.load(sys.stdin)["destinationId"])')
-    transfer=$(ss_api "$ns" "$host_a" "$port_a" send.createTransfer --destinationId="$destination" \
-        --manifestId="$manifest" --overwriteMode=1 --minCipher="$cipher" --sendRate="$rate" |
-        python3 -c 'import json,sys; print(json.load(sys.stdin)["transferId"])')
-    for _ in $(seq 1200); do
-        ss_api "$ns" "$host_a" "$port_a" send.getTransfer --transferId="$transfer" >"$out"
-        status=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["status"])' "$out")
+    local manifest destination transfer status mstatus
+    ss_api "$ns" "$host_a" "$port_a" send.createManifest \
+        --params '{"mappings": {"data.bin": "/data.bin"}}' >"$WORK/manifest.json" || return 1
+    manifest=$(ss_json "$WORK/manifest.json" manifestId) || return 1
+    for _ in $(seq 600); do
+        mstatus=$(ss_json "$WORK/manifest.json" status)
+        [ "$mstatus" = complete ] && break
+        [ "$mstatus" = pending ] || { emu_log "manifest $mstatus: $(cat "$WORK/manifest.json")"; return 1; }
+        sleep 0.5
+        ss_api "$ns" "$host_a" "$port_a" send.getManifest --manifestId="$manifest" >"$WORK/manifest.json" || return 1
+    done
+    ss_api "$ns" "$host_a" "$port_a" send.createDestination \
+        --params "{\"destinationAddress\": \"$host_b:$port_b\", \"user\": \"bench\", \"password\": \"$SS_PASSWORD\"}" \
+        >"$WORK/destination.json" || return 1
+    destination=$(ss_json "$WORK/destination.json" destinationId) || return 1
+    ss_api "$ns" "$host_a" "$port_a" send.createTransfer --destinationId="$destination" \
+        --manifestId="$manifest" --overwriteMode=1 --minCipher="$cipher" --sendRate="$rate" \
+        >"$WORK/transfer-created.json" || return 1
+    transfer=$(ss_json "$WORK/transfer-created.json" transferId) || return 1
+    # Each poll is a TLS connection and a password check on the sender: poll once a second, and
+    # the goodput comes from the Transfer's own startTime/endTime, not from the polling.
+    for _ in $(seq 900); do
+        sleep 1
+        ss_api "$ns" "$host_a" "$port_a" send.getTransfer --transferId="$transfer" >"$out" || continue
+        status=$(ss_json "$out" status)
         case $status in
           complete) return 0 ;;
           error|cancelled) emu_log "transfer ended in $status: $(cat "$out")"; return 1 ;;
         esac
-        sleep 0.5
     done
-    emu_log "transfer did not finish in 10 minutes"
+    emu_log "transfer did not finish in 15 minutes: $(cat "$out")"
     return 1
 }
 
-# Goodput in Mbit/s of a finished Transfer JSON (totalBytes over startTime..endTime).
+# ss_json FILE KEY : one top-level field of a JSON file.
+ss_json() {
+    python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))[sys.argv[2]])' "$1" "$2"
+}
+
+# Goodput in Mbit/s of a finished Transfer JSON (totalBytes over startTime..endTime, in us).
 ss_goodput_mbps() {
     python3 -c '
 import json, sys
 t = json.load(open(sys.argv[1]))
-secs = (t["endTime"] - t["startTime"]) / 1e6
-print(f"{t[\"totalBytes\"] * 8 / secs / 1e6:.1f}" if secs > 0 else "0")' "$1"
+secs = ((t.get("endTime") or 0) - (t.get("startTime") or 0)) / 1e6
+b = t.get("totalBytes") or 0
+print(f"{b * 8 / secs / 1e6:.1f}" if secs > 0 else "0")' "$1"
 }
