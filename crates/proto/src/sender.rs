@@ -179,6 +179,12 @@ impl Sender {
             self.mark_sent_once(range.clone());
             self.mark_acked(range);
         }
+        // The receiver's first window counts the resumed bytes as received (see
+        // `Receiver::resume_from`); start from the same limit so that a resume larger than the
+        // initial window does not stall before the first ACK.
+        self.flow_limit = self
+            .flow_limit
+            .max(self.unique_bytes_sent + self.config.effective_initial_window(&self.params));
         if self.is_complete() {
             self.close(CloseReason::Complete);
         }

@@ -213,6 +213,30 @@ fn resumed_transfer_sends_only_missing_blocks() {
 }
 
 #[test]
+fn a_resume_larger_than_the_initial_window_sends_at_once() {
+    let start = Instant::now();
+    let config = TransportConfig::default();
+    let total = 4 * config.initial_window;
+    let (mut sender, mut receiver) = endpoints(CipherLevel::None, total, config.clone(), start);
+    let resumed_blocks = sender.params().block_of(3 * config.initial_window);
+    let checkpoint: RangeSet = [0..resumed_blocks].into_iter().collect();
+    sender.resume_from(&checkpoint);
+    receiver.resume_from(&checkpoint);
+    // Before any ACK, the sender may already send new data beyond the resumed bytes.
+    let sent = burst(&mut sender, start);
+    let data: Vec<u64> = sent
+        .iter()
+        .filter(|(kind, _)| *kind == TransmitKind::NewData)
+        .map(|(_, datagram)| block_of(datagram))
+        .collect();
+    assert!(
+        !data.is_empty(),
+        "the resumed sender stalled on its flow window"
+    );
+    assert!(data.iter().all(|&block| block >= resumed_blocks));
+}
+
+#[test]
 fn acks_stay_within_one_datagram_whatever_the_gaps() {
     let start = Instant::now();
     let config = TransportConfig {
