@@ -353,7 +353,7 @@ async fn suspend_resume_then_cancel_leaves_nothing() {
     let p = pair(&[]).await;
     write_pattern(&p.sender.path("mid.bin"), 48 * MIB, 11);
     let manifest = p.manifest(json!({"mid.bin": "/mid.bin"})).await;
-    // 50 Mbit/s: suspended well before 16 MiB is acknowledged (see the ignored test below).
+    // 50 Mbit/s: a few seconds for the whole file, time enough to suspend it mid-way.
     let t = p
         .transfer(
             &manifest,
@@ -447,17 +447,8 @@ async fn suspend_resume_then_cancel_leaves_nothing() {
     );
 }
 
-/// Ignored for now (data path / proto bug, not the control plane): after the receiver restarts,
-/// the renegotiation is right (same transfer id, the checkpointed partfile reopened, `resume`
-/// about 36 MB, a new session each retry), but the new data session sends 0 bytes. Cause:
-/// `proto::Sender::resume_from` counts the resumed blocks in `unique_bytes_sent`, which must stay
-/// under `flow_limit` (16 MiB initial window) until the receiver's first ACK raises it, and the
-/// receiver says nothing before it hears the sender: a resume of more than 16 MiB deadlocks
-/// until the 15 s peer timeout, every retry. Suspend/resume with less than 16 MiB resumed works
-/// (`suspend_resume_then_cancel_leaves_nothing`). Fix in proto: start `flow_limit` at the
-/// resumed bytes plus the initial window (on both ends).
+/// A resume larger than the protocol's 16 MiB initial flow window (proto 60c98ed).
 #[tokio::test]
-#[ignore = "proto: a resume of more than the 16 MiB initial window deadlocks (see the doc comment)"]
 async fn receiver_killed_mid_way_resumes_after_restart() {
     let _turn = HEAVY.lock().await;
     let mut p = pair(&[]).await;
