@@ -219,7 +219,8 @@ fn a_resume_larger_than_the_initial_window_sends_at_once() {
     let total = 4 * config.initial_window;
     let (mut sender, mut receiver) = endpoints(CipherLevel::None, total, config.clone(), start);
     let resumed_blocks = sender.params().block_of(3 * config.initial_window);
-    let checkpoint: RangeSet = [0..resumed_blocks].into_iter().collect();
+    let mut checkpoint = RangeSet::new();
+    checkpoint.insert(0..resumed_blocks);
     sender.resume_from(&checkpoint);
     receiver.resume_from(&checkpoint);
     // Before any ACK, the sender may already send new data beyond the resumed bytes.
