@@ -105,6 +105,22 @@ const MIGRATIONS: &[&str] = &[
      );",
 ];
 
+/// Tables whose rows belong to a user (a closed list, so no name reaches SQL from outside).
+#[derive(Debug, Clone, Copy)]
+pub enum OwnedTable {
+    Manifests,
+    Destinations,
+}
+
+impl OwnedTable {
+    fn name(self) -> &'static str {
+        match self {
+            OwnedTable::Manifests => "manifests",
+            OwnedTable::Destinations => "destinations",
+        }
+    }
+}
+
 /// The open database.
 pub struct Db {
     connection: Mutex<Connection>,
@@ -161,6 +177,24 @@ impl Db {
         self.connection
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Ids of the rows of `table` (which has `id` and `owner` columns) that `user` may see:
+    /// their own, or all of them for a superuser; in id order.
+    pub fn visible_ids(
+        &self,
+        table: OwnedTable,
+        user: &str,
+        superuser: bool,
+    ) -> Result<Vec<i64>, EngineError> {
+        let conn = self.conn();
+        let sql = format!(
+            "SELECT id FROM {} WHERE owner = ?1 OR ?2 ORDER BY id",
+            table.name()
+        );
+        let mut statement = conn.prepare(&sql)?;
+        let rows = statement.query_map(rusqlite::params![user, superuser], |r| r.get(0))?;
+        Ok(rows.collect::<Result<_, _>>()?)
     }
 
     fn migrate(&self) -> Result<(), EngineError> {

@@ -204,13 +204,11 @@ pub fn get(engine: &Engine, p: &Params, caller: &Caller) -> Result<Value, Engine
 
 /// `send.getDestinations()`: the caller's (a superuser: all).
 pub fn list(engine: &Engine, caller: &Caller) -> Result<Value, EngineError> {
-    let ids: Vec<i64> = {
-        let conn = engine.db.conn();
-        let mut statement =
-            conn.prepare("SELECT id FROM destinations WHERE owner = ?1 OR ?2 ORDER BY id")?;
-        let rows = statement.query_map(params![caller.user, caller.superuser], |r| r.get(0))?;
-        rows.collect::<Result<_, _>>()?
-    };
+    let ids = engine.db.visible_ids(
+        crate::db::OwnedTable::Destinations,
+        &caller.user,
+        caller.superuser,
+    )?;
     let mut out = Vec::new();
     for id in ids {
         if let Some(row) = load(engine, id)? {

@@ -169,6 +169,15 @@ fn raise_buffers(socket: &socket2::Socket) {
 }
 
 impl Core {
+    /// Adds a session's newly dropped datagrams to the endpoint's count: `total` is the
+    /// session's count now, `seen` what it had reported before. Returns the new `seen`.
+    pub(crate) fn report_session_drops(&self, total: u64, seen: u64) -> u64 {
+        if total > seen {
+            self.dropped.fetch_add(total - seen, Ordering::Relaxed);
+        }
+        total.max(seen)
+    }
+
     /// Binds the socket and prepares quinn-udp's state for it.
     pub fn bind(
         address: SocketAddr,

@@ -666,11 +666,7 @@ impl Driver {
     fn publish(&self, receiver: &Receiver, talk: &Talk, rate_kbps: u64, dropped_seen: u64) -> u64 {
         let stats = receiver.stats();
         let dropped = stats.dropped.total();
-        if dropped > dropped_seen {
-            self.core
-                .dropped
-                .fetch_add(dropped - dropped_seen, Ordering::Relaxed);
-        }
+        let seen = self.core.report_session_drops(dropped, dropped_seen);
         let mut progress = lock(&self.shared.progress);
         progress.bytes_received = stats.bytes_received;
         progress.bytes_acked = stats.bytes_received;
@@ -682,6 +678,6 @@ impl Driver {
         progress.rate_kbps = rate_kbps;
         progress.peer = talk.peer.map(|(peer, _)| peer);
         progress.resumed_bytes = self.resumed_bytes;
-        dropped.max(dropped_seen)
+        seen
     }
 }

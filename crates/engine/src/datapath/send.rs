@@ -486,11 +486,7 @@ impl Driver {
     ) -> u64 {
         let stats = sender.stats();
         let dropped = stats.dropped.total();
-        if dropped > dropped_seen {
-            self.core
-                .dropped
-                .fetch_add(dropped - dropped_seen, Ordering::Relaxed);
-        }
+        let seen = self.core.report_session_drops(dropped, dropped_seen);
         {
             let mut progress = lock(&self.shared.progress);
             progress.bytes_sent = stats.bytes_sent;
@@ -509,7 +505,7 @@ impl Driver {
             progress.resumed_bytes = resumed_bytes;
         }
         *lock(&self.shared.acked) = block_byte_ranges(sender.acked(), params);
-        dropped.max(dropped_seen)
+        seen
     }
 }
 
