@@ -99,6 +99,8 @@ ss_transfer() {
     for _ in $(seq 900); do
         sleep 1
         ss_api "$ns" "$host_a" "$port_a" send.getTransfer --transferId="$transfer" >"$out" || continue
+        # SS_TRACE=FILE keeps every poll (one JSON line each), e.g. to follow currentSendRate.
+        [ -z "${SS_TRACE:-}" ] || { printf '{"t": %s, "transfer": ' "$(date +%s.%N)"; tr -d '\n' <"$out"; echo '}'; } >>"$SS_TRACE"
         status=$(ss_json "$out" status)
         case $status in
           complete) return 0 ;;

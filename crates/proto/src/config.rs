@@ -123,8 +123,13 @@ pub struct TransportConfig {
     /// Sender: stop sending when no ACK arrived for this long (or 4 smoothed RTTs if longer)
     /// while data is outstanding; sending resumes with the next ACK.
     pub stall_timeout: Duration,
-    /// Sender: credit the pacer keeps to catch up after a late wake-up.
+    /// Sender: datagrams the pacer lets out back to back after a late wake-up, in time at the
+    /// current rate (a timer tick's worth or so).
     pub max_pacing_burst: Duration,
+    /// Sender: how far the sender may fall behind its schedule (a host that was not scheduled
+    /// for a while) and still make it up, at [`PACING_CATCH_UP_SPEED`](crate::rate::PACING_CATCH_UP_SPEED)
+    /// times the rate, so that the mean rate is the rate chosen rather than what the CPU allowed.
+    pub max_pacing_debt: Duration,
     /// Sender: how long to wait before asking the block source again after it had no data.
     pub source_retry_interval: Duration,
     /// Sender: rate controller tuning.
@@ -152,6 +157,7 @@ impl Default for TransportConfig {
             tail_copies: true,
             stall_timeout: Duration::from_secs(2),
             max_pacing_burst: Duration::from_millis(2),
+            max_pacing_debt: Duration::from_millis(20),
             source_retry_interval: Duration::from_millis(1),
             rate_control: RateControlConfig::default(),
         }

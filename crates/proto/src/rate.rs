@@ -159,6 +159,15 @@ const RESUME_FRACTION: f64 = 0.95;
 const OVERRUN_MIN_BLOCKS: u64 = 64;
 /// Up to this multiple of the last measured bottleneck, probing does not accelerate.
 const NEAR_BOTTLENECK: f64 = 1.15;
+/// Shortest window of the delivery rate: long enough that a host descheduled for a few
+/// milliseconds (ACKs held, then sent together) moves it little.
+const MIN_DELIVERY_WINDOW: Duration = Duration::from_millis(50);
+/// How long the highest recent delivery rate is remembered (at least 4 RTTs).
+const DELIVERY_MAX_WINDOW: Duration = Duration::from_secs(2);
+/// A back-off never goes below this fraction of the highest recent delivery rate: draining a
+/// queue of our own never needs less, so delay that does not go away (another flow, or a host
+/// that is not scheduled in time) cannot drive the rate towards zero.
+const BACKOFF_FLOOR: f64 = 0.4;
 
 /// The delay-based adaptive rate controller.
 ///
@@ -188,6 +197,11 @@ pub struct RateController {
     heavy_loss_before: bool,
     /// Delivery rate measured the last time a standing queue was seen.
     bottleneck_bps: Option<u64>,
+    /// The previous decision saw a queue above the target too.
+    queue_before: bool,
+    /// Highest delivery rate of the last [`DELIVERY_MAX_WINDOW`] (or 4 RTTs), as a
+    /// monotonically decreasing deque of (time, bit/s).
+    delivery_max: VecDeque<(Instant, u64)>,
     path_min_rtt: WindowedMin,
     /// (time, total bytes acknowledged) at each ACK within the last delivery window.
     delivery: VecDeque<(Instant, u64)>,
@@ -214,6 +228,8 @@ impl RateController {
             acked_blocks_since_decision: 0,
             heavy_loss_before: false,
             bottleneck_bps: None,
+            queue_before: false,
+            delivery_max: VecDeque::new(),
             path_min_rtt: WindowedMin::default(),
             delivery: VecDeque::new(),
         }
@@ -268,7 +284,7 @@ impl RateController {
     ) {
         self.acked_blocks_since_decision += newly_acked_blocks;
         let smoothed = rtt.smoothed();
-        let window = smoothed.clamp(Duration::from_millis(20), Duration::from_secs(1));
+        let window = smoothed.clamp(MIN_DELIVERY_WINDOW, Duration::from_secs(1));
         // ACKs before the first acknowledged byte (keepalives while data is still on its way)
         // would make the delivery rate look lower than it is.
         if total_acked_bytes > 0 {
@@ -328,23 +344,37 @@ impl RateController {
             .min_kbps
             .saturating_mul(1000)
             .min(self.limit_bps);
-        if queue_delay > target || overrun {
+        let delivered_max = self.update_delivery_max(now, smoothed);
+        let queue_now = queue_delay > target;
+        // A queue must be seen by two decisions in a row: one interval whose every RTT sample
+        // is late is more often a host that was not scheduled than a queue.
+        let queue = queue_now && self.queue_before;
+        self.queue_before = queue_now;
+        if queue || overrun {
             self.flat_since = None;
             if self.hold_until.is_some_and(|hold| now < hold) {
                 return;
             }
             // A standing queue means the bottleneck is saturated: what gets through is its rate.
+            // The recent highest delivery rate is the better guess of the bottleneck to return
+            // to once the queue drained (a host that was not scheduled makes the current one
+            // look low), the current one the better guess of what gets through now.
             let delivered = self.delivery_rate_bps();
-            if let Some(delivered) = delivered {
-                self.bottleneck_bps = Some(delivered);
+            if let Some(best) = delivered_max {
+                self.bottleneck_bps = Some(best);
             }
             let base = delivered.map_or(self.rate_bps, |d| d.min(self.rate_bps));
             // Send below it long enough to drain the excess queue in about one RTT.
             let excess = queue_delay.saturating_sub(target).as_secs_f64();
             let drain_time = smoothed.max(Duration::from_millis(20)).as_secs_f64();
             let factor = (1.0 - excess / drain_time).clamp(0.5, 0.95);
-            self.rate_bps = ((base as f64 * factor) as u64).clamp(min_bps, self.limit_bps);
+            let floor = delivered_max.map_or(0, |d| (d as f64 * BACKOFF_FLOOR) as u64);
+            self.rate_bps = ((base as f64 * factor) as u64)
+                .max(floor)
+                .clamp(min_bps, self.limit_bps);
             self.hold_until = Some(now + smoothed + interval);
+        } else if queue_now {
+            self.flat_since = None;
         } else if queue_delay * 2 < target {
             let flat_since = *self.flat_since.get_or_insert(now);
             let resume_bps = self
@@ -381,6 +411,25 @@ impl RateController {
         } else {
             self.flat_since = None;
         }
+    }
+
+    /// Records the current delivery rate and returns the highest of the recent window.
+    fn update_delivery_max(&mut self, now: Instant, smoothed: Duration) -> Option<u64> {
+        let window = DELIVERY_MAX_WINDOW.max(smoothed * 4);
+        if let Some(rate) = self.delivery_rate_bps() {
+            while self.delivery_max.back().is_some_and(|&(_, r)| r <= rate) {
+                self.delivery_max.pop_back();
+            }
+            self.delivery_max.push_back((now, rate));
+        }
+        while self
+            .delivery_max
+            .front()
+            .is_some_and(|&(at, _)| now.saturating_duration_since(at) > window)
+        {
+            self.delivery_max.pop_front();
+        }
+        self.delivery_max.front().map(|&(_, rate)| rate)
     }
 
     /// Bytes acknowledged per second over the last window, in bit/s.
@@ -425,40 +474,51 @@ impl WindowedMin {
     }
 }
 
-/// Spaces datagrams at a rate, allowing a short burst to catch up after a late wake-up (timer
-/// granularity), but never more.
+/// How much faster than the rate the pacer sends while it makes up for lost time.
+pub const PACING_CATCH_UP_SPEED: u32 = 2;
+
+/// Spaces datagrams at a rate. Two schedules: the rate's own, which may lag the clock by up to
+/// `max_debt` (time the host lost, to be made up), and a faster one at
+/// [`PACING_CATCH_UP_SPEED`] times the rate that may lag by `max_burst` only. A datagram leaves
+/// when both allow it, so after a stall the sender catches up at twice the rate instead of in
+/// one line-rate burst, and never sends more than `max_burst` back to back.
 #[derive(Debug, Clone)]
 pub struct Pacer {
     next_send: Instant,
+    next_fast: Instant,
     max_burst: Duration,
+    max_debt: Duration,
 }
 
 impl Pacer {
     /// A pacer that may send immediately.
-    pub fn new(now: Instant, max_burst: Duration) -> Self {
+    pub fn new(now: Instant, max_burst: Duration, max_debt: Duration) -> Self {
         Pacer {
             next_send: now,
+            next_fast: now,
             max_burst,
+            max_debt: max_debt.max(max_burst),
         }
     }
 
     /// When the next datagram may leave.
     pub fn next_send(&self) -> Instant {
-        self.next_send
+        self.next_send.max(self.next_fast)
     }
 
     /// True when a datagram may leave at `now`.
     pub fn ready(&self, now: Instant) -> bool {
-        now >= self.next_send
+        now >= self.next_send()
     }
 
     /// Accounts for a datagram of `bytes` sent at `now` at `rate_bps`.
     pub fn on_sent(&mut self, now: Instant, bytes: usize, rate_bps: u64) {
-        let earliest = now.checked_sub(self.max_burst).unwrap_or(now);
-        let start = self.next_send.max(earliest);
         let nanos = (bytes as u128 * 8 * 1_000_000_000) / rate_bps.max(1) as u128;
         let spacing = Duration::from_nanos(nanos.min(u64::MAX as u128) as u64);
-        self.next_send = start + spacing;
+        let earliest = now.checked_sub(self.max_debt).unwrap_or(now);
+        self.next_send = self.next_send.max(earliest) + spacing;
+        let earliest_fast = now.checked_sub(self.max_burst).unwrap_or(now);
+        self.next_fast = self.next_fast.max(earliest_fast) + spacing / PACING_CATCH_UP_SPEED;
     }
 }
 
@@ -480,7 +540,7 @@ mod tests {
     #[test]
     fn pacer_spaces_and_bounds_bursts() {
         let start = Instant::now();
-        let mut pacer = Pacer::new(start, Duration::from_millis(1));
+        let mut pacer = Pacer::new(start, Duration::from_millis(1), Duration::from_millis(1));
         // 1250 bytes at 10 Mbit/s = 1 ms.
         pacer.on_sent(start, 1250, 10_000_000);
         assert_eq!(pacer.next_send(), start + Duration::from_millis(1));
@@ -489,6 +549,53 @@ mod tests {
         pacer.on_sent(later, 1250, 10_000_000);
         assert_eq!(pacer.next_send(), later);
         assert!(pacer.ready(later));
+    }
+
+    #[test]
+    fn pacer_makes_up_a_stall_at_twice_the_rate() {
+        let ms = Duration::from_millis;
+        let start = Instant::now();
+        // 1250 bytes at 10 Mbit/s = 1 ms per datagram; 2 ms of burst, 10 ms of debt.
+        let mut pacer = Pacer::new(start, ms(2), ms(10));
+        // The host stalls for 8 ms: then it sends 2 ms worth back to back...
+        let mut now = start + ms(8);
+        let mut sent = 0;
+        while pacer.ready(now) {
+            pacer.on_sent(now, 1250, 10_000_000);
+            sent += 1;
+        }
+        assert!(
+            (4..=5).contains(&sent),
+            "{sent}: about 2 ms of burst at twice the rate"
+        );
+        // ...then one datagram every half millisecond until the debt is paid.
+        let mut times = Vec::new();
+        while times.len() < 40 {
+            now = pacer.next_send();
+            times.push(now);
+            pacer.on_sent(now, 1250, 10_000_000);
+        }
+        assert_eq!(times[1] - times[0], Duration::from_micros(500));
+        // In all, 20 datagrams by 16 ms: the 8 ms stall is made up by 16 ms, then 1 ms spacing.
+        let by_16ms = times.iter().filter(|&&t| t <= start + ms(16)).count() + sent;
+        assert!((16..=18).contains(&by_16ms), "{by_16ms} datagrams by 16 ms");
+        assert_eq!(times[39] - times[38], ms(1));
+        // A stall longer than the debt loses the excess.
+        let later = now + ms(100);
+        let mut count = 0;
+        let mut t = later;
+        while t < later + ms(20) {
+            if pacer.ready(t) {
+                pacer.on_sent(t, 1250, 10_000_000);
+                count += 1;
+            } else {
+                t = pacer.next_send();
+            }
+        }
+        assert!(
+            (29..=31).contains(&count),
+            "{count} datagrams in 20 ms after a long stall"
+        );
     }
 
     #[test]

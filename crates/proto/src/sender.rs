@@ -154,7 +154,7 @@ impl Sender {
             flow_limit: config.effective_initial_window(&params),
             rtt: RttEstimator::new(config.initial_rtt),
             controller,
-            pacer: Pacer::new(now, config.max_pacing_burst),
+            pacer: Pacer::new(now, config.max_pacing_burst, config.max_pacing_debt),
             epoch: now,
             now,
             last_ack_at: now,

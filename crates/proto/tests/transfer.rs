@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{run, AttackConfig, LinkConfig, SimConfig, SinkModel};
+use common::{run, AttackConfig, LinkConfig, SimConfig, SinkModel, StallConfig};
 use slipstream_proto::{CipherLevel, RateLimits};
 use std::time::Duration;
 
@@ -227,6 +227,50 @@ fn random_loss_alone_does_not_lower_the_rate() {
     assert_eq!(result.min_rate_bps(), 300_000_000, "the rate was lowered");
     let goodput = result.goodput_bps();
     assert!(goodput >= 0.9 * 300e6, "goodput {goodput}");
+}
+
+/// Both hosts are descheduled now and then (up to 8 ms, every 20 ms on average, as on a busy
+/// 2-core machine running both servers) and the sender's timer ticks every millisecond. The
+/// pacer makes up for lost time and the controller does not take late ACKs for a queue, so the
+/// rate stays near the bottleneck instead of collapsing.
+#[test]
+fn descheduled_hosts_keep_the_rate_near_the_bottleneck() {
+    for one_way in [Duration::ZERO, millis(50)] {
+        let mut config = SimConfig::new(256 * MIB, GBIT_KBPS, one_way);
+        // 1 Gbit/s of IP packets (1472-byte datagrams + 28 bytes of headers), 50 ms buffer.
+        config.forward = LinkConfig {
+            rate_bps: Some(1_000_000_000 * 1472 / 1500),
+            buffer: millis(50),
+            ..LinkConfig::ideal(one_way)
+        };
+        let stalls = |seed| {
+            Some(StallConfig {
+                mean_interval: millis(20),
+                max_duration: millis(8),
+                seed,
+            })
+        };
+        config.sender_stalls = stalls(7);
+        config.receiver_stalls = stalls(8);
+        config.sender_timer_tick = Some(millis(1));
+        let result = run(config);
+        report(&format!("descheduled, one-way {one_way:?}"), &result);
+        result.assert_data_intact();
+        let goodput = result.goodput_bps();
+        assert!(goodput >= 800e6, "one-way {one_way:?}: goodput {goodput}");
+        let elapsed = result.sender_complete_at.expect("complete");
+        let lowest = result
+            .rate_samples
+            .iter()
+            .filter(|(at, _)| *at >= millis(500) && *at < elapsed)
+            .map(|&(_, rate)| rate)
+            .min()
+            .unwrap_or(0);
+        assert!(
+            lowest >= 400_000_000,
+            "one-way {one_way:?}: rate fell to {lowest}"
+        );
+    }
 }
 
 #[test]
@@ -610,4 +654,57 @@ fn share_a_bottleneck(seed: u64) {
     let total_bits = 2.0 * 48.0 * MIB as f64 * 8.0;
     let aggregate = total_bits / first_done.max(second_done).as_secs_f64();
     assert!(aggregate >= 80e6, "aggregate goodput {aggregate}");
+}
+
+/// Tool, not a check: a 1 Gbit/s path like the WAN benchmark's (50 ms buffer) between two hosts
+/// that are descheduled now and then, with a 1 ms sender timer; prints the rate over time.
+#[test]
+#[ignore]
+fn debug_starved_hosts() {
+    let env = |name: &str, default: u64| {
+        std::env::var(name)
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(default)
+    };
+    let one_way = millis(env("SIM_ONE_WAY_MS", 50));
+    let loss = env("SIM_LOSS_PERMILLE", 0) as f64 / 1000.0;
+    let mut config = SimConfig::new(env("SIM_MIB", 512) * MIB, GBIT_KBPS, one_way);
+    config.seed = env("SIM_SEED", 1);
+    config.forward = LinkConfig {
+        loss,
+        // 1 Gbit/s of IP packets: 1472-byte datagrams plus 28 bytes of IP and UDP headers.
+        rate_bps: Some(env("SIM_LINK_BPS", 1_000_000_000 * 1472 / 1500)),
+        buffer: millis(50),
+        ..LinkConfig::ideal(one_way)
+    };
+    let stalls = |seed| {
+        Some(StallConfig {
+            mean_interval: millis(env("SIM_STALL_EVERY_MS", 20)),
+            max_duration: Duration::from_micros(env("SIM_STALL_MAX_US", 8000)),
+            seed,
+        })
+    };
+    config.sender_stalls = stalls(7);
+    config.receiver_stalls = stalls(8);
+    config.sender_timer_tick = Some(millis(1));
+    let result = run(config);
+    report("starved", &result);
+    let step = env("SIM_STEP", 5) as usize;
+    for (index, bucket) in result
+        .forward
+        .queue_buckets
+        .iter()
+        .enumerate()
+        .step_by(step)
+    {
+        let t = Duration::from_millis(index as u64 * 100);
+        eprintln!(
+            "{:>5}ms rate {:>6.1} Mbit/s queue mean {:>6}us max {:>6}us",
+            t.as_millis(),
+            result.mean_rate_bps(t, t + millis(100)) / 1e6,
+            bucket.0 / bucket.1.max(1),
+            bucket.2
+        );
+    }
 }

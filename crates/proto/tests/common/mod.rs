@@ -360,6 +360,72 @@ pub struct SimConfig {
     /// Further transfers sharing both links (same cipher, datagram size, transport config and
     /// sink model as the main one); the attacker only targets the main one.
     pub extra_flows: Vec<ExtraFlow>,
+    /// Scheduling stalls of the sending host (see [`StallConfig`]).
+    pub sender_stalls: Option<StallConfig>,
+    /// Scheduling stalls of the receiving host.
+    pub receiver_stalls: Option<StallConfig>,
+    /// Timer granularity of the sender: timed wake-ups (not datagram arrivals) are rounded up to
+    /// the next multiple, as tokio's 1 ms timer wheel does.
+    pub sender_timer_tick: Option<Duration>,
+}
+
+/// A host that is not always scheduled, as on a CPU-starved machine: every so often (exponential
+/// intervals of mean `mean_interval`) it stops for a time uniform in `0..max_duration`;
+/// datagrams and timers that fall into a stall are handled, in order, when it ends.
+#[derive(Debug, Clone, Copy)]
+pub struct StallConfig {
+    pub mean_interval: Duration,
+    pub max_duration: Duration,
+    pub seed: u64,
+}
+
+/// The stall windows of one host, generated lazily in time order.
+struct Stalls {
+    config: Option<StallConfig>,
+    rng: StdRng,
+    /// Current or next stall: `start..end`.
+    window: (Duration, Duration),
+    pub count: u64,
+}
+
+impl Stalls {
+    fn new(config: Option<StallConfig>) -> Self {
+        let mut stalls = Stalls {
+            rng: StdRng::seed_from_u64(config.map_or(0, |c| c.seed)),
+            config,
+            window: (Duration::ZERO, Duration::ZERO),
+            count: 0,
+        };
+        stalls.advance(Duration::ZERO);
+        stalls
+    }
+
+    fn advance(&mut self, after: Duration) {
+        let Some(config) = self.config else {
+            return;
+        };
+        let gap = -config.mean_interval.as_secs_f64() * (1.0 - self.rng.gen::<f64>()).ln();
+        let start = after + Duration::from_secs_f64(gap);
+        let end = start + config.max_duration.mul_f64(self.rng.gen::<f64>());
+        self.window = (start, end);
+    }
+
+    /// When the host can handle something due at `now`: `now`, or the end of the stall it is in.
+    fn ready_at(&mut self, now: Duration) -> Duration {
+        if self.config.is_none() {
+            return now;
+        }
+        while self.window.1 <= now {
+            let end = self.window.1;
+            self.advance(end);
+        }
+        if now >= self.window.0 {
+            self.count += 1;
+            self.window.1
+        } else {
+            now
+        }
+    }
 }
 
 /// A further transfer in a shared simulation.
@@ -387,6 +453,9 @@ impl SimConfig {
             time_limit: Duration::from_secs(120),
             rate_changes: Vec::new(),
             extra_flows: Vec::new(),
+            sender_stalls: None,
+            receiver_stalls: None,
+            sender_timer_tick: None,
         }
     }
 }
@@ -629,11 +698,38 @@ pub fn run(config: SimConfig) -> SimResult {
     let mut buffer = Vec::with_capacity(64 * 1024);
     let mut sizes = Vec::new();
     let mut events = 0u64;
+    let mut sender_stalls = Stalls::new(config.sender_stalls);
+    let mut receiver_stalls = Stalls::new(config.receiver_stalls);
 
     while let Some(event) = queue.heap.pop() {
         let now_virtual = event.time;
         if now_virtual > config.time_limit {
             break;
+        }
+        // A stalled host handles the event when the stall ends.
+        let ready = match event.kind {
+            EventKind::ToReceiver(..) | EventKind::WakeReceiver(_) => {
+                receiver_stalls.ready_at(now_virtual)
+            }
+            EventKind::ToSender(..) | EventKind::WakeSender(_) => {
+                sender_stalls.ready_at(now_virtual)
+            }
+            _ => now_virtual,
+        };
+        if ready > now_virtual {
+            match event.kind {
+                EventKind::WakeSender(index) if flows[index].sender_wake == Some(now_virtual) => {
+                    flows[index].sender_wake = Some(ready);
+                }
+                EventKind::WakeReceiver(index)
+                    if flows[index].receiver_wake == Some(now_virtual) =>
+                {
+                    flows[index].receiver_wake = Some(ready);
+                }
+                _ => {}
+            }
+            queue.push(ready, event.kind);
+            continue;
         }
         events += 1;
         let now = base + now_virtual;
@@ -730,7 +826,14 @@ pub fn run(config: SimConfig) -> SimResult {
                     .push((now_virtual, flow.sender.stats().rate_bps));
                 flow.next_rate_sample = now_virtual + Duration::from_millis(10);
             }
-            let timeout = flow.sender.next_timeout();
+            let mut timeout = flow.sender.next_timeout();
+            if let (Some(tick), Some(at)) = (config.sender_timer_tick, timeout) {
+                // Round the wake-up up to the next tick of the timer.
+                let since = at.saturating_duration_since(base);
+                let ticks = since.as_nanos().div_ceil(tick.as_nanos().max(1));
+                let rounded = tick.saturating_mul(u32::try_from(ticks).unwrap_or(u32::MAX));
+                timeout = Some(base + rounded.max(since));
+            }
             schedule(
                 &mut queue,
                 &mut flow.sender_wake,
