@@ -168,14 +168,24 @@ const DELIVERY_MAX_WINDOW: Duration = Duration::from_secs(2);
 /// queue of our own never needs less, so delay that does not go away (another flow, or a host
 /// that is not scheduled in time) cannot drive the rate towards zero.
 const BACKOFF_FLOOR: f64 = 0.4;
+/// Back-offs in a row after which a delay that never shrank is taken as part of the path. A
+/// queue of our own drains once we send below the bottleneck; delay that stays whatever we do
+/// (a host that is not scheduled in time, a longer route, a queue someone else keeps full) is
+/// not ours to drain, so the path's minimum RTT is moved up to it instead of backing off again.
+const FUTILE_BACKOFFS: u32 = 3;
+/// A back-off counts as futile when the delay afterwards is above this fraction of before.
+const FUTILE_DELAY_FRACTION: f64 = 0.9;
 
 /// The delay-based adaptive rate controller.
 ///
 /// Several times per smoothed RTT it takes the smallest RTT sample since the last decision
 /// (which filters jitter) minus the path's minimum RTT as the standing queueing delay:
-/// - above the target: the bottleneck is saturated, so its rate is what the receiver acknowledged
-///   over the last RTT (the delivery rate). The rate drops below that to drain the excess queue
-///   within about one RTT, then holds for one RTT so the same queue is not punished twice;
+/// - above the target in two decisions in a row: the bottleneck is saturated, so its rate is
+///   what the receiver acknowledged over the last RTT (the delivery rate). The rate drops below
+///   that to drain the excess queue within about one RTT (but not below 40 % of the best recent
+///   delivery rate), then holds for one RTT so the same queue is not punished twice. When three
+///   back-offs in a row did not shrink the delay, it is not a queue of ours: the path's minimum
+///   RTT moves up to it and the rate returns to the bottleneck;
 /// - below half the target: if the rate is under 95 % of the last measured bottleneck (a drain
 ///   just ended) it goes straight back there; otherwise it probes up by `probe_gain` per RTT,
 ///   accelerating while the delay stays flat well above the old bottleneck;
@@ -199,6 +209,10 @@ pub struct RateController {
     bottleneck_bps: Option<u64>,
     /// The previous decision saw a queue above the target too.
     queue_before: bool,
+    /// Queueing delay seen at the last back-off, and how many back-offs in a row found it no
+    /// smaller (see [`FUTILE_BACKOFFS`]).
+    delay_at_backoff: Option<Duration>,
+    futile_backoffs: u32,
     /// Highest delivery rate of the last [`DELIVERY_MAX_WINDOW`] (or 4 RTTs), as a
     /// monotonically decreasing deque of (time, bit/s).
     delivery_max: VecDeque<(Instant, u64)>,
@@ -229,6 +243,8 @@ impl RateController {
             heavy_loss_before: false,
             bottleneck_bps: None,
             queue_before: false,
+            delay_at_backoff: None,
+            futile_backoffs: 0,
             delivery_max: VecDeque::new(),
             path_min_rtt: WindowedMin::default(),
             delivery: VecDeque::new(),
@@ -355,6 +371,24 @@ impl RateController {
             if self.hold_until.is_some_and(|hold| now < hold) {
                 return;
             }
+            let futile = self.delay_at_backoff.is_some_and(|before| {
+                queue_delay.as_secs_f64() > before.as_secs_f64() * FUTILE_DELAY_FRACTION
+            });
+            self.futile_backoffs = if futile { self.futile_backoffs + 1 } else { 0 };
+            if self.futile_backoffs >= FUTILE_BACKOFFS {
+                // Not our queue: the delay becomes part of the path, and the rate goes back to
+                // just under the bottleneck.
+                self.path_min_rtt.reset(now, interval_min);
+                self.futile_backoffs = 0;
+                self.delay_at_backoff = None;
+                self.queue_before = false;
+                let resume_bps = self
+                    .bottleneck_bps
+                    .map_or(self.rate_bps, |b| (b as f64 * RESUME_FRACTION) as u64);
+                self.rate_bps = resume_bps.max(self.rate_bps).clamp(min_bps, self.limit_bps);
+                return;
+            }
+            self.delay_at_backoff = Some(queue_delay);
             // A standing queue means the bottleneck is saturated: what gets through is its rate.
             // The recent highest delivery rate is the better guess of the bottleneck to return
             // to once the queue drained (a host that was not scheduled makes the current one
@@ -376,6 +410,8 @@ impl RateController {
         } else if queue_now {
             self.flat_since = None;
         } else if queue_delay * 2 < target {
+            self.delay_at_backoff = None;
+            self.futile_backoffs = 0;
             let flat_since = *self.flat_since.get_or_insert(now);
             let resume_bps = self
                 .bottleneck_bps
@@ -464,6 +500,13 @@ impl WindowedMin {
         } else {
             self.current = Some(self.current.map_or(sample, |current| current.min(sample)));
         }
+    }
+
+    /// Forgets every sample before `now`: `sample` is the minimum from here on.
+    fn reset(&mut self, now: Instant, sample: Duration) {
+        self.previous = None;
+        self.current = Some(sample);
+        self.current_started = Some(now);
     }
 
     fn value(&self) -> Option<Duration> {
@@ -690,6 +733,34 @@ mod tests {
         assert!(
             controller.rate_bps() >= 25_000_000,
             "{}",
+            controller.rate_bps()
+        );
+    }
+
+    #[test]
+    fn delay_that_backing_off_does_not_shrink_becomes_part_of_the_path() {
+        let start = Instant::now();
+        let mut controller =
+            RateController::new(RateControlConfig::default(), RateLimits::transfer(100_000));
+        let mut rtt = RttEstimator::new(Duration::from_millis(50));
+        let mut acked = 0u64;
+        let mut lowest = u64::MAX;
+        // 50 ms for a second, then 80 ms for good (a longer route, or a host that is never
+        // scheduled in time); delivery follows the rate, as on a path with room to spare.
+        for step in 0..1000u64 {
+            let now = start + Duration::from_millis(step * 5);
+            let sample = Duration::from_millis(if step < 200 { 50 } else { 80 });
+            rtt.update(sample);
+            acked += controller.rate_bps() / 8 / 200;
+            controller.on_ack(now, Some(sample), &rtt, 40, acked);
+            if step >= 200 {
+                lowest = lowest.min(controller.rate_bps());
+            }
+        }
+        assert!(lowest >= 40_000_000, "fell to {lowest}");
+        assert!(
+            controller.rate_bps() >= 90_000_000,
+            "{} after 4 s of the longer path",
             controller.rate_bps()
         );
     }
