@@ -1,6 +1,6 @@
 //! Transfers between two real servers over loopback UDP: File → File with a big file and a
-//! tree of 2,000 small files, every overwrite mode, suspend/resume, cancel, a receiver killed
-//! mid-way and restarted, cipher levels and the receiver's cipher floor.
+//! tree of 2,000 small files, every overwrite mode, suspend/resume, cancel, a receiver or a
+//! sender killed mid-way and restarted, cipher levels and the receiver's cipher floor.
 
 mod common;
 
@@ -483,6 +483,81 @@ async fn receiver_killed_mid_way_resumes_after_restart() {
         &p.receiver.path("k/big.bin")
     ));
     assert!(partfiles(p.receiver.sandbox.path()).is_empty());
+}
+
+/// The sending server killed with SIGKILL mid-way: at its restart the transfer is queued
+/// again, renegotiates with the same id, and continues from the receiver's checkpoints; the
+/// receiver keeps one reception for it.
+#[tokio::test]
+async fn sender_killed_mid_way_resumes_after_restart() {
+    let _turn = HEAVY.lock().await;
+    let mut p = pair(&[]).await;
+    write_pattern(&p.sender.path("big.bin"), 200 * MIB, 23);
+    let manifest = p.manifest(json!({"big.bin": "/big.bin"})).await;
+    // 200 Mbit/s: about 8 s for the whole file; a checkpoint every second.
+    let (rate_kbps, checkpoint_s) = (200_000u64, 1u64);
+    let t = p
+        .transfer(
+            &manifest,
+            json!({"destinationPath": "ks", "sendRate": rate_kbps,
+                   "checkpointFrequencySeconds": checkpoint_s}),
+        )
+        .await;
+    let id = t["transferId"].clone();
+    let before = p.wait_acked(&id, 50 * MIB as u64).await;
+    let acked_before = before["bytesAcked"].as_u64().unwrap();
+    assert!(acked_before < 150 * MIB as u64, "not mid-way: {before}");
+    p.sender.server.kill9();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    p.sender.server.launch();
+    let done = p.wait_end(&id, 180).await;
+    assert_eq!(
+        done["status"],
+        "complete",
+        "{done}\n--- sender log:\n{}\n--- receiver log:\n{}",
+        tail(&p.sender.server.log()),
+        tail(&p.receiver.server.log())
+    );
+    assert!(same_bytes(
+        &p.sender.path("big.bin"),
+        &p.receiver.path("ks/big.bin")
+    ));
+    assert!(partfiles(p.receiver.sandbox.path()).is_empty());
+    // What the receiver had when the sender came back was not sent again: of what was
+    // acknowledged before the kill, at most one checkpoint interval at the send rate plus what
+    // was in flight (proto's 16 MiB initial window) is missing from it.
+    let total = 200 * MIB as u64;
+    let resumed = done["bytesResumed"].as_u64().unwrap();
+    let bound = rate_kbps * 1000 / 8 * checkpoint_s + 16 * MIB as u64;
+    assert!(resumed > 0, "{done}");
+    assert!(
+        acked_before.saturating_sub(resumed) <= bound,
+        "acknowledged before the kill {acked_before}, resumed {resumed}, bound {bound}: {done}"
+    );
+    // bytesSent adds up both runs (the killed one's counters are saved every second): its
+    // first transmissions are the whole file plus what was sent twice, within the same bound.
+    let first_sends = done["bytesSent"].as_u64().unwrap().saturating_sub(
+        done["blocksRetransmitted"].as_u64().unwrap() * done["blockSize"].as_u64().unwrap(),
+    );
+    assert!(
+        first_sends.abs_diff(total) <= bound,
+        "first transmissions {first_sends} of {total} bytes, bound {bound}: {done}"
+    );
+    // Distinct blocks do not add up over the runs.
+    assert_eq!(done["blocksAcked"], done["totalBlocks"], "{done}");
+    assert_eq!(done["blocksSent"], done["totalBlocks"], "{done}");
+    // One reception on the receiver, complete, with the sender's transfer id.
+    let incoming = p
+        .carol
+        .call("recv.getTransfers", Value::Null)
+        .await
+        .unwrap();
+    let incoming = incoming.as_array().unwrap();
+    assert_eq!(incoming.len(), 1, "{incoming:?}");
+    assert_eq!(incoming[0]["status"], "complete", "{incoming:?}");
+    assert_eq!(incoming[0]["destinationPath"], "ks");
+    assert_eq!(incoming[0]["sourceTransferId"], done["transferId"]);
+    assert_eq!(incoming[0]["bytesRecv"], total);
 }
 
 #[tokio::test]

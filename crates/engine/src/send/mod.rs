@@ -28,13 +28,9 @@ const STATUSES: &[&str] = &[
 ];
 
 fn transfer_json(engine: &Engine, row: &TransferRow) -> Value {
-    let live = engine.sending.live(row.id);
-    let snapshot = live.as_ref().and_then(|l| l.snapshot());
+    let snapshot = engine.sending.live(row.id).and_then(|l| l.snapshot());
     let (counters, progress) = match &snapshot {
-        Some((progress, started)) => (
-            row.counters.plus(progress, now_us() - started),
-            Some(progress),
-        ),
+        Some(snapshot) => (snapshot.counters.clone(), Some(&snapshot.progress)),
         None => (row.counters.clone(), None),
     };
     let bytes_acked = if row.status == "complete" {

@@ -4,6 +4,7 @@
 
 use crate::datapath::Progress;
 use crate::error::EngineError;
+use crate::send::store::Counters;
 use crate::Engine;
 use rusqlite::params;
 use std::collections::HashMap;
@@ -29,19 +30,35 @@ pub enum Phase {
     Finishing,
 }
 
+/// The latest counters of a data run.
+#[derive(Debug, Clone)]
+pub struct Snapshot {
+    /// The run's own counters.
+    pub progress: Progress,
+    /// The transfer's counters with this run included so far.
+    pub counters: Counters,
+}
+
 /// The live state of one running transfer.
 pub struct LiveSend {
     pub destination_id: i64,
     pub desired: watch::Sender<Desired>,
     pub rate: watch::Sender<Option<u64>>,
-    pub progress: Mutex<Option<(Progress, i64)>>,
+    pub progress: Mutex<Option<Snapshot>>,
     pub phase: Mutex<Phase>,
 }
 
 impl LiveSend {
-    /// The latest counters of the current run and when the run started (µs).
-    pub fn snapshot(&self) -> Option<(Progress, i64)> {
+    /// The latest counters while a data run is going on.
+    pub fn snapshot(&self) -> Option<Snapshot> {
         self.progress.lock().map(|p| p.clone()).unwrap_or(None)
+    }
+
+    /// Replaces the counters of the data run (`None`: no run is going on).
+    pub fn set_snapshot(&self, snapshot: Option<Snapshot>) {
+        if let Ok(mut p) = self.progress.lock() {
+            *p = snapshot;
+        }
     }
 
     pub fn phase(&self) -> Phase {
@@ -91,7 +108,7 @@ impl Sending {
         else {
             return ("disconnected", None);
         };
-        let rtt = live.snapshot().map(|(p, _)| p.round_trip_time_ms);
+        let rtt = live.snapshot().map(|s| s.progress.round_trip_time_ms);
         match live.phase() {
             Phase::Negotiating => ("negotiating", rtt),
             _ => ("connected", rtt),

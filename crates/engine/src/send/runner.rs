@@ -10,7 +10,7 @@ use crate::error::EngineError;
 use crate::manifest::{self, scan::ManifestFile};
 use crate::negotiation::{key_from_hex, FinishAnswer, OpenAnswer, OpenRequest, WireFile};
 use crate::remote::{retryable, Remote, LONG_CALL, SHORT_CALL};
-use crate::send::queue::{self, Desired, LiveSend, Phase};
+use crate::send::queue::{self, Desired, LiveSend, Phase, Snapshot};
 use crate::send::reader::LazyReader;
 use crate::send::store::{self, Counters, TransferRow};
 use crate::Engine;
@@ -28,6 +28,9 @@ pub const RETRY_LIMIT: Duration = Duration::from_secs(120);
 const PEER_TIMEOUT: Duration = Duration::from_secs(15);
 /// How often the live counters are refreshed.
 const PROGRESS_TICK: Duration = Duration::from_millis(250);
+/// How often a running transfer's counters are saved, so that a sending server killed mid-run
+/// keeps them (up to this long ago) for its next start.
+const COUNTERS_SAVE: Duration = Duration::from_secs(1);
 
 /// How a run ended.
 enum End {
@@ -211,6 +214,12 @@ async fn drive(engine: &Arc<Engine>, id: i64, live: &LiveSend) -> Result<End, En
             return Ok(stop(&want, &remote, &row, negotiated));
         }
         live.set_phase(Phase::Negotiating);
+        if !negotiated {
+            // The receiver may make its reception even if its answer never arrives (we are
+            // stopped or killed meanwhile): from now on a cancel must tell it.
+            store::set_opening(engine, id)?;
+            negotiated = true;
+        }
         let opened = tokio::select! {
             r = remote.call("recv.openTransfer", request.clone(), SHORT_CALL * 4) => r,
             _ = desired.changed() => continue,
@@ -238,7 +247,6 @@ async fn drive(engine: &Arc<Engine>, id: i64, live: &LiveSend) -> Result<End, En
                 )))
             }
         };
-        negotiated = true;
         let resume: Vec<std::ops::Range<u64>> = answer.resume.iter().map(|[a, b]| *a..*b).collect();
         let resumed: u64 = resume.iter().map(|r| r.end.saturating_sub(r.start)).sum();
         store::set_negotiated(engine, id, answer.block_size, resumed)?;
@@ -294,6 +302,7 @@ async fn drive(engine: &Arc<Engine>, id: i64, live: &LiveSend) -> Result<End, En
             live.set_phase(Phase::Sending);
             let started = crate::params::now_us();
             let mut tick = tokio::time::interval(PROGRESS_TICK);
+            let mut saved = Instant::now();
             let result = loop {
                 tokio::select! {
                     r = handle.wait() => break r,
@@ -313,9 +322,15 @@ async fn drive(engine: &Arc<Engine>, id: i64, live: &LiveSend) -> Result<End, En
                         }
                     }
                     _ = tick.tick() => {
-                        if let Ok(mut snapshot) = live.progress.lock() {
-                            *snapshot = Some((handle.progress(), started));
+                        let progress = handle.progress();
+                        let total = counters.plus(&progress, crate::params::now_us() - started);
+                        if saved.elapsed() >= COUNTERS_SAVE {
+                            saved = Instant::now();
+                            if let Err(error) = store::save_counters(engine, id, &total) {
+                                tracing::warn!(transfer = id, %error, "cannot save the counters");
+                            }
                         }
+                        live.set_snapshot(Some(Snapshot { progress, counters: total }));
                     }
                 }
             };
@@ -325,10 +340,8 @@ async fn drive(engine: &Arc<Engine>, id: i64, live: &LiveSend) -> Result<End, En
                 bytes_acked = progress.bytes_acked, seconds = elapsed as f64 / 1e6,
                 outcome = ?result.as_ref().map(|_| "all acknowledged"), "data run ended");
             counters = counters.plus(&progress, elapsed);
-            if let Ok(mut snapshot) = live.progress.lock() {
-                *snapshot = None;
-            }
             store::save_counters(engine, id, &counters)?;
+            live.set_snapshot(None);
             match result {
                 Ok(outcome) => {
                     trouble_since = None;

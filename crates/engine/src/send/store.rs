@@ -6,11 +6,13 @@ use crate::Engine;
 use rusqlite::{params, OptionalExtension};
 use serde::{Deserialize, Serialize};
 
-/// Counters summed over the finished runs of a transfer (each negotiation starts a new run
-/// whose datapath counters start at zero).
+/// Counters over the runs of a transfer (each negotiation starts a new run whose datapath
+/// counters start at zero): summed, except the distinct block counts.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct Counters {
     pub bytes_sent: u64,
+    /// Distinct blocks sent and acknowledged: the most any run reached (each run counts the
+    /// blocks the receiver already had as sent and acknowledged, so runs do not add up).
     pub blocks_sent: u64,
     pub blocks_acked: u64,
     pub blocks_retransmitted: u64,
@@ -28,8 +30,8 @@ impl Counters {
     pub fn plus(&self, p: &Progress, active_us: i64) -> Counters {
         Counters {
             bytes_sent: self.bytes_sent + p.bytes_sent,
-            blocks_sent: self.blocks_sent + p.blocks_sent,
-            blocks_acked: self.blocks_acked + p.blocks_acked,
+            blocks_sent: self.blocks_sent.max(p.blocks_sent),
+            blocks_acked: self.blocks_acked.max(p.blocks_acked),
             blocks_retransmitted: self.blocks_retransmitted + p.blocks_retransmitted,
             packets_sent: self.packets_sent + p.packets_sent,
             packets_recv: self.packets_recv + p.packets_received,
@@ -62,7 +64,8 @@ pub struct TransferRow {
     pub block_size: u32,
     pub bytes_resumed: u64,
     pub counters: Counters,
-    /// True once the receiver has a reception for it (a cancel must tell the receiver).
+    /// True once an `openTransfer` went out: the receiver may have a reception for it (a
+    /// cancel must tell the receiver).
     pub negotiated: bool,
     pub request_us: i64,
     pub queue_us: Option<i64>,
@@ -163,6 +166,15 @@ pub fn save_counters(engine: &Engine, id: i64, counters: &Counters) -> Result<()
     Ok(())
 }
 
+/// Records that an `openTransfer` is about to go out (see [`TransferRow::negotiated`]).
+pub fn set_opening(engine: &Engine, id: i64) -> Result<(), EngineError> {
+    engine.db.conn().execute(
+        "UPDATE transfers SET negotiated = 1 WHERE id = ?1",
+        params![id],
+    )?;
+    Ok(())
+}
+
 /// Records a successful negotiation: block size and the bytes the receiver already had.
 pub fn set_negotiated(
     engine: &Engine,
@@ -184,4 +196,48 @@ pub fn set_files_complete(engine: &Engine, id: i64, files: u64) -> Result<(), En
         params![id, files as i64],
     )?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn runs_add_up_but_distinct_blocks_do_not() {
+        let first = Progress {
+            bytes_sent: 1000,
+            bytes_acked: 900,
+            blocks_sent: 10,
+            blocks_acked: 9,
+            blocks_retransmitted: 1,
+            packets_sent: 11,
+            packets_received: 5,
+            ..Progress::default()
+        };
+        // The second run resumes the 9 acknowledged blocks and sends the last 11 of 20.
+        let second = Progress {
+            bytes_sent: 1100,
+            bytes_acked: 2000,
+            blocks_sent: 20,
+            blocks_acked: 20,
+            blocks_retransmitted: 0,
+            packets_sent: 11,
+            packets_received: 6,
+            ..Progress::default()
+        };
+        let total = Counters::default().plus(&first, 10).plus(&second, 20);
+        assert_eq!(
+            total,
+            Counters {
+                bytes_sent: 2100,
+                blocks_sent: 20,
+                blocks_acked: 20,
+                blocks_retransmitted: 1,
+                packets_sent: 22,
+                packets_recv: 11,
+                active_us: 30,
+                last_acked: 2000,
+            }
+        );
+    }
 }
