@@ -71,6 +71,8 @@ for owd in $DELAYS_MS; do
     e1=$(emu_cpu_ticks)
     identical=false
     $ok && cmp -s "$SRC/data.bin" "$DST/data.bin" && identical=true
+    # Datagrams the receiving host's kernel dropped because the server did not read in time.
+    rcvbuf_errors=$(ip netns exec "$NS_B" awk '/^Udp:/ { if (n++) print $6 }' /proc/net/snmp)
     ss_stop_all
     emu_stop
     python3 - "$WORK/transfer.json" "$OUT" "$EMU_ERR" <<PY
@@ -90,7 +92,7 @@ row = {"tool": "slipstream", "owd_ms": float("$owd"), "loss_a2b": float("$loss")
        "cpu_snd_pct": round(100 * ($c_snd1 - $c_snd0) / wall, 1),
        "cpu_rcv_pct": round(100 * ($c_rcv1 - $c_rcv0) / wall, 1),
        "cpu_emu_pct": round(100 * ($e1 - $e0) / $(getconf CLK_TCK) / wall, 1),
-       "load1_start": float("$load0"),
+       "load1_start": float("$load0"), "udp_rcvbuf_errors_b": int("${rcvbuf_errors:-0}" or 0),
        "load1": float(open("/proc/loadavg").read().split()[0])}
 try:
     emu = json.loads(open(emu_err).read().strip().splitlines()[-1])

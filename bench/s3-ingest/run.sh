@@ -13,7 +13,7 @@ SIZE_MIB=${SIZE_MIB:-1024}
 CACHE_MIB=${CACHE_MIB:-256}
 WORK=${S3_INGEST_DIR:-/tmp/slipstream-s3-ingest}
 VENV=$WORK/venv
-export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-/work/targets/s3data}
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
 
 "$ROOT/scripts/test-services.sh" status >/dev/null 2>&1 || "$ROOT/scripts/test-services.sh" start
 eval "$("$ROOT/scripts/test-services.sh" env)"
