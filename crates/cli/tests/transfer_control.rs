@@ -114,6 +114,117 @@ async fn manifests_expand_folders_and_belong_to_their_owner() {
     assert_eq!(error.code, -32004);
 }
 
+/// `send.createManifest`'s `symlinks`: "follow" takes links inside the sandbox as their
+/// targets (a link back to a parent folder is not walked again), "ignore" leaves links out and
+/// refuses a mapping whose source is one; links out of the sandbox are never taken.
+#[tokio::test]
+async fn manifests_follow_or_ignore_symbolic_links() {
+    use std::os::unix::fs::symlink;
+    let site = Site::start(&[]);
+    add_user(&site.server.state_dir, "alice", "pw-a", false);
+    std::fs::create_dir_all(site.path("tree/sub")).unwrap();
+    std::fs::create_dir_all(site.path("data/deep")).unwrap();
+    std::fs::write(site.path("tree/a.txt"), b"hello").unwrap();
+    std::fs::write(site.path("tree/sub/b.txt"), b"bb").unwrap();
+    std::fs::write(site.path("data/deep/d.txt"), b"ddd").unwrap();
+    symlink("a.txt", site.path("tree/link_file")).unwrap();
+    symlink("../data", site.path("tree/link_dir")).unwrap();
+    symlink(".", site.path("tree/self")).unwrap();
+    symlink("..", site.path("tree/sub/up")).unwrap();
+    symlink("nowhere", site.path("tree/dangling")).unwrap();
+    symlink("/etc", site.path("tree/etc")).unwrap();
+    symlink("../../", site.path("tree/escape")).unwrap();
+    let alice = site.server.basic("alice", "pw-a");
+    let create = |mappings: Value, symlinks: Option<&str>| {
+        let mut params = json!({"mappings": mappings});
+        if let Some(mode) = symlinks {
+            params["symlinks"] = json!(mode);
+        }
+        alice.call("send.createManifest", params)
+    };
+    let dests = |manifest: Value| {
+        let alice = alice.clone();
+        async move {
+            let page = alice
+                .call(
+                    "send.getManifestFiles",
+                    json!({"manifestId": manifest["manifestId"]}),
+                )
+                .await
+                .unwrap();
+            page["fileMappings"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|f| f["destPath"].as_str().unwrap().to_string())
+                .collect::<Vec<_>>()
+        }
+    };
+    let totals = |m: &Value| {
+        (
+            m["totalFiles"].as_u64().unwrap(),
+            m["totalSize"].as_u64().unwrap(),
+        )
+    };
+    // Links inside are followed only on kernels with openat2 (the File backend's rule).
+    let links_followed = alice
+        .call("server.ls", json!({"path": "/tree/link_dir"}))
+        .await
+        .is_ok();
+
+    let ignored = create(json!({"out": "/tree"}), Some("ignore"))
+        .await
+        .unwrap();
+    assert_eq!(ignored["status"], "complete", "{ignored}");
+    assert_eq!(totals(&ignored), (2, 7));
+    assert_eq!(dests(ignored).await, ["out/a.txt", "out/sub/b.txt"]);
+
+    let followed = create(json!({"out": "/tree"}), None).await.unwrap();
+    assert_eq!(followed["status"], "complete", "{followed}");
+    if links_followed {
+        assert_eq!(totals(&followed), (4, 15));
+        assert_eq!(
+            dests(followed).await,
+            [
+                "out/a.txt",
+                "out/link_file",
+                "out/link_dir/deep/d.txt",
+                "out/sub/b.txt"
+            ]
+        );
+    } else {
+        assert_eq!(dests(followed).await, ["out/a.txt", "out/sub/b.txt"]);
+    }
+
+    // A link named as the source.
+    if links_followed {
+        let one = create(json!({"x": "/tree/link_file"}), Some("follow"))
+            .await
+            .unwrap();
+        assert_eq!(totals(&one), (1, 5));
+    }
+    for src in ["/tree/link_file", "/tree/link_dir"] {
+        let error = rpc_error(create(json!({"x": src}), Some("ignore")).await);
+        if links_followed {
+            assert_eq!(error.code, -32602, "{}", error.message);
+            assert!(
+                error.message.contains(src) && error.message.contains("\"ignore\""),
+                "{}",
+                error.message
+            );
+        } else {
+            assert_eq!(error.code, -32004, "{}", error.message);
+        }
+    }
+    // Links that leave the sandbox or dangle are no sources, whatever the mode.
+    for mode in ["follow", "ignore"] {
+        for src in ["/tree/etc", "/tree/escape", "/tree/dangling"] {
+            let error = rpc_error(create(json!({"x": src}), Some(mode)).await);
+            assert_eq!(error.code, -32004, "{mode} {src}: {}", error.message);
+        }
+    }
+}
+
 #[tokio::test]
 async fn destinations_log_in_at_once_and_pin_the_certificate() {
     let sender = Site::start(&[]);

@@ -608,6 +608,8 @@ impl Backend for S3Backend {
                 size: 0,
                 modification_time: None,
                 executable: false,
+                symlink: false,
+                node: None,
             }));
         }
         if let Some(head) = self.head(&self.keys.key(path)).await? {
@@ -617,6 +619,8 @@ impl Backend for S3Backend {
                 size: head.size,
                 modification_time: head.modified,
                 executable: false,
+                symlink: false,
+                node: None,
             }));
         }
         let folder = |modified| {
@@ -626,6 +630,8 @@ impl Backend for S3Backend {
                 size: 0,
                 modification_time: modified,
                 executable: false,
+                symlink: false,
+                node: None,
             })
         };
         let prefix = self.keys.dir_prefix(path);
@@ -679,6 +685,8 @@ impl Backend for S3Backend {
                         .unwrap_or(0),
                     modification_time: object.last_modified().map(micros),
                     executable: false,
+                    symlink: false,
+                    node: None,
                 });
             }
             for common in page.common_prefixes() {
@@ -699,6 +707,8 @@ impl Backend for S3Backend {
                     size: 0,
                     modification_time: None,
                     executable: false,
+                    symlink: false,
+                    node: None,
                 });
             }
             token = next_token(&page);
@@ -917,6 +927,8 @@ mod tests {
             size: 0,
             modification_time: None,
             executable: false,
+            symlink: false,
+            node: None,
         }
     }
 

@@ -29,6 +29,24 @@ pub struct Entry {
     pub modification_time: Option<i64>,
     /// The executable bit (File sandboxes; always false on S3).
     pub executable: bool,
+    /// The name is a symbolic link (File sandboxes only; never on S3). The other fields
+    /// describe its target, which lies inside the sandbox (links that leave it, dangle or loop
+    /// are never entries). Not part of the API's `ls` entries.
+    #[serde(skip)]
+    pub symlink: bool,
+    /// What the entry names on its store, when the store can tell (File sandboxes: the
+    /// target's device and inode). Two entries with the same node are the same file or folder,
+    /// whatever their paths; a scan uses it to notice a folder reached again through a link.
+    /// Not part of the API's `ls` entries.
+    #[serde(skip)]
+    pub node: Option<NodeId>,
+}
+
+/// The identity of a file or folder on a File sandbox's disk: device and inode numbers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct NodeId {
+    pub device: u64,
+    pub inode: u64,
 }
 
 /// One page of a folder listing. `next_cursor` is opaque; pass it back to get the next page.

@@ -11,7 +11,9 @@
 //! link (`mkdirat`, `unlinkat`, `renameat2`, `openat` with `O_CREAT | O_EXCL`). So:
 //!
 //! - a relative symbolic link whose target stays inside the sandbox is followed (listed,
-//!   browsed, counted as its target);
+//!   browsed, counted as its target); its [`Entry`] describes the target and has `symlink`
+//!   set (the name itself is examined with `fstatat(AT_SYMLINK_NOFOLLOW)`), so that callers
+//!   such as the manifest scan can leave links out;
 //! - an absolute symbolic link, or one that leads outside (or dangles, or loops), cannot be
 //!   browsed through: such paths give `PermissionDenied`, and such links are left out of
 //!   listings. Removing or renaming the link itself is allowed: it touches the link, never its
@@ -30,7 +32,7 @@
 //! The data path of transfers (reader, sinks, partfiles) is in [`crate::file_data`]; it reuses
 //! this module's resolution.
 
-use crate::backend::{Backend, Entry, EntryKind, Page, Usage};
+use crate::backend::{Backend, Entry, EntryKind, NodeId, Page, Usage};
 use crate::data::{FileSink, ObjectReader, SinkOptions};
 use crate::error::{StorageError, StorageResult};
 use crate::file_data;
@@ -361,6 +363,11 @@ fn entry_from_stat(name: &str, st: &libc::stat) -> Option<Entry> {
         },
         modification_time: Some(micros),
         executable: kind == EntryKind::File && st.st_mode & 0o111 != 0,
+        symlink: false,
+        node: Some(NodeId {
+            device: st.st_dev,
+            inode: st.st_ino,
+        }),
     })
 }
 
@@ -490,7 +497,8 @@ impl Fs {
     }
 
     /// The entry for `name` in the folder `dir_fd` (whose path is `dir`), following a symbolic
-    /// link only when its target stays inside the sandbox. `None` when there is nothing to show.
+    /// link only when its target stays inside the sandbox (the entry then describes the target
+    /// and has `symlink` set). `None` when there is nothing to show.
     fn entry_at(&self, dir_fd: &OwnedFd, dir: &RelPath, name: &str) -> io::Result<Option<Entry>> {
         let c_name = CString::new(name).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
         let st = match fstatat(dir_fd.as_raw_fd(), &c_name, libc::AT_SYMLINK_NOFOLLOW) {
@@ -504,9 +512,13 @@ impl Fs {
         let Ok(full) = dir.join(name) else {
             return Ok(None);
         };
-        // A link that leads outside, dangles or loops is simply not shown.
+        // A link that leads outside, dangles or loops is simply not shown. One that stays
+        // inside shows its target, flagged as a link.
         match self.open(&full, libc::O_PATH) {
-            Ok(fd) => Ok(entry_from_stat(name, &fstat(&fd)?)),
+            Ok(fd) => Ok(entry_from_stat(name, &fstat(&fd)?).map(|target| Entry {
+                symlink: true,
+                ..target
+            })),
             Err(_) => Ok(None),
         }
     }
@@ -1194,6 +1206,84 @@ mod tests {
         b.remove(&p("tree"), true).await.unwrap();
         assert!(!f.root.join("tree").exists());
         assert!(f.outside.join("secret").exists());
+    }
+
+    #[tokio::test]
+    async fn symlinks_inside_are_flagged_as_links() {
+        let f = fixture();
+        std::fs::create_dir(f.root.join("dir")).unwrap();
+        std::fs::write(f.root.join("dir/inner"), b"12").unwrap();
+        std::fs::write(f.root.join("file"), b"hello").unwrap();
+        symlink("file", f.root.join("to_file")).unwrap();
+        symlink("dir", f.root.join("to_dir")).unwrap();
+        symlink("to_file", f.root.join("to_link")).unwrap();
+        symlink("../file", f.root.join("dir/up_file")).unwrap();
+        symlink("nowhere", f.root.join("dangling")).unwrap();
+        symlink("../outside/secret", f.root.join("escaping")).unwrap();
+        symlink("../outside", f.root.join("escaping_dir")).unwrap();
+
+        // Without openat2 no link is ever an entry.
+        let walk = FileBackend::new_walk_only(f.root.clone());
+        let page = walk.list(&RelPath::root(), 100, None).await.unwrap();
+        assert_eq!(names(&page), ["dir", "file"]);
+        assert!(page.entries.iter().all(|e| !e.symlink));
+        assert!(walk.stat(&p("to_file")).await.unwrap().is_none());
+        if !openat2_available() {
+            return; // this kernel has no openat2: the backend below would walk the same way
+        }
+
+        let b = FileBackend::new(f.root.clone());
+        let page = b.list(&RelPath::root(), 100, None).await.unwrap();
+        let flags: Vec<(&str, EntryKind, bool)> = page
+            .entries
+            .iter()
+            .map(|e| (e.name.as_str(), e.kind, e.symlink))
+            .collect();
+        assert_eq!(
+            flags,
+            [
+                ("dir", EntryKind::Directory, false),
+                ("file", EntryKind::File, false),
+                ("to_dir", EntryKind::Directory, true),
+                ("to_file", EntryKind::File, true),
+                ("to_link", EntryKind::File, true),
+            ]
+        );
+
+        // A link describes its target (size, node) but says it is a link.
+        let file = b.stat(&p("file")).await.unwrap().unwrap();
+        let to_file = b.stat(&p("to_file")).await.unwrap().unwrap();
+        assert!(!file.symlink && to_file.symlink);
+        assert_eq!((to_file.kind, to_file.size), (EntryKind::File, 5));
+        assert!(file.node.is_some());
+        assert_eq!(to_file.node, file.node);
+        assert_eq!(
+            b.stat(&p("to_link")).await.unwrap().unwrap().node,
+            file.node
+        );
+        let dir = b.stat(&p("dir")).await.unwrap().unwrap();
+        let to_dir = b.stat(&p("to_dir")).await.unwrap().unwrap();
+        assert!(!dir.symlink && to_dir.symlink);
+        assert_eq!(to_dir.kind, EntryKind::Directory);
+        assert_eq!(to_dir.node, dir.node);
+        assert_ne!(dir.node, file.node);
+        let root = b.stat(&RelPath::root()).await.unwrap().unwrap();
+        assert!(!root.symlink && root.node.is_some());
+
+        // Below a followed link, names are flagged for what they are themselves.
+        let inner = b.list(&p("to_dir"), 100, None).await.unwrap();
+        let flags: Vec<(&str, bool)> = inner
+            .entries
+            .iter()
+            .map(|e| (e.name.as_str(), e.symlink))
+            .collect();
+        assert_eq!(flags, [("inner", false), ("up_file", true)]);
+        assert!(!b.stat(&p("to_dir/inner")).await.unwrap().unwrap().symlink);
+
+        // Dangling links and links that leave the sandbox are no entries at all.
+        for gone in ["dangling", "escaping", "escaping_dir"] {
+            assert!(b.stat(&p(gone)).await.unwrap().is_none(), "{gone}");
+        }
     }
 
     #[tokio::test]

@@ -26,7 +26,7 @@ pub mod memory;
 pub mod path;
 pub mod vfs;
 
-pub use backend::{Backend, Entry, EntryKind, Page, Usage};
+pub use backend::{Backend, Entry, EntryKind, NodeId, Page, Usage};
 pub use config::{Mapping, SandboxConfig, UserIdentity};
 pub use error::{StorageError, StorageResult};
 pub use file::FileBackend;

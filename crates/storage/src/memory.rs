@@ -78,6 +78,8 @@ fn entry(name: &str, node: &Node) -> Entry {
         size: node.size,
         modification_time: Some(node.modification_time),
         executable: node.executable,
+        symlink: false,
+        node: None,
     }
 }
 
@@ -155,6 +157,8 @@ impl Backend for MemoryBackend {
                 size: 0,
                 modification_time: None,
                 executable: false,
+                symlink: false,
+                node: None,
             }));
         }
         Ok(self

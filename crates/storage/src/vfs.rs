@@ -188,6 +188,8 @@ fn directory_entry(name: &str) -> Entry {
         size: 0,
         modification_time: None,
         executable: false,
+        symlink: false,
+        node: None,
     }
 }
 

@@ -9,7 +9,7 @@ use crate::error::EngineError;
 use crate::params::{now_us, Params};
 use crate::{Caller, Engine};
 use rusqlite::{params, OptionalExtension};
-use scan::ManifestFile;
+use scan::{ManifestFile, Symlinks};
 use serde_json::{json, Value};
 use std::sync::Arc;
 use std::time::Duration;
@@ -174,12 +174,12 @@ pub async fn create(
         ));
     }
     let symlinks = p.opt_string("symlinks")?.unwrap_or_else(|| "follow".into());
-    if symlinks != "follow" && symlinks != "ignore" {
+    let Some(mode) = Symlinks::parse(&symlinks) else {
         return Err(EngineError::invalid_param(
             "symlinks",
             format!("symlinks '{symlinks}' is not \"follow\" or \"ignore\""),
         ));
-    }
+    };
     let vfs = engine.config.sandboxes.view(&caller.user)?;
     let id = {
         let conn = engine.db.conn();
@@ -192,7 +192,7 @@ pub async fn create(
     };
     let task_engine = engine.clone();
     let build = tokio::spawn(async move {
-        let result = scan::scan(&vfs, &mappings).await;
+        let result = scan::scan(&vfs, &mappings, mode).await;
         let failure = result.as_ref().err().cloned();
         if let Err(error) = store_result(&task_engine, id, result) {
             tracing::error!(manifest = id, %error, "cannot store a manifest");
