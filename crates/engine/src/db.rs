@@ -103,6 +103,9 @@ const MIGRATIONS: &[&str] = &[
          durable TEXT NOT NULL,
          PRIMARY KEY (reception_id, file_index)
      );",
+    // 2: when a reception's sender was last heard from (openTransfer or data), for expiry
+    "ALTER TABLE receptions ADD COLUMN active_us INTEGER;
+     UPDATE receptions SET active_us = created_us;",
 ];
 
 /// Tables whose rows belong to a user (a closed list, so no name reaches SQL from outside).

@@ -63,6 +63,9 @@ pub struct EngineConfig {
     pub file_cache_upload_size: u64,
     pub file_cache_download_size: u64,
     pub file_cache_size: u64,
+    /// A reception whose sender has been idle this long is expired (`--reception-expiry-hours`;
+    /// `None`: never).
+    pub reception_expiry: Option<std::time::Duration>,
 }
 
 /// Every `send.*` and `recv.*` method: name and params in positional order (api.md §2, plus
@@ -137,10 +140,14 @@ pub struct Engine {
     endpoint: Option<Arc<DataEndpoint>>,
     sending: send::queue::Sending,
     receiving: recv::live::Receiving,
+    /// When this engine started, µs since the epoch (receptions' idle time counts from it at
+    /// the earliest).
+    started_us: i64,
 }
 
-/// Raises this process's open-file limit to its hard limit: a transfer of many files keeps
-/// one descriptor per file it is reading or receiving.
+/// Raises this process's open-file limit to its hard limit: transfers keep descriptors for
+/// the files they read and receive (receiving sinks are bounded by a quarter of this limit, see
+/// [`datapath::open_sink_limit_for_this_process`]).
 fn raise_open_file_limit() {
     let mut limit = libc::rlimit {
         rlim_cur: 0,
@@ -189,9 +196,11 @@ impl Engine {
             endpoint,
             sending: Default::default(),
             receiving: Default::default(),
+            started_us: params::now_us(),
         });
         manifest::recover(&engine)?;
         send::queue::recover(&engine)?;
+        recv::expiry::spawn(&engine);
         Ok(engine)
     }
 

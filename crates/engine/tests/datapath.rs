@@ -1,10 +1,10 @@
 //! The UDP data path over real loopback sockets: File readers to File sinks, two endpoints and
 //! one endpoint sending to itself, cipher levels, resume, cancel, a wrong key, a rate limit,
-//! and an ignored throughput smoke test.
+//! the bound on open sinks, and an ignored throughput smoke test.
 
 use slipstream_engine::datapath::{
     DataEndpoint, DataError, ReceiveCheckpoint, ReceiveHandle, ReceivePlan, SendFile, SendHandle,
-    SendPlan, SinkOpener,
+    SendPlan, SinkOpener, SinkRequest,
 };
 use slipstream_proto::{CipherLevel, RateLimits, TransferParams};
 use slipstream_storage::data::{FileSink, OverwriteMode, SinkOptions};
@@ -91,6 +91,7 @@ impl Fixture {
             modification_time: None,
             reception_id: format!("{reception}-{index}"),
             resume: None,
+            resume_only: false,
         }
     }
 
@@ -100,10 +101,12 @@ impl Fixture {
         let options: Vec<SinkOptions> = (0..self.names.len())
             .map(|i| self.options(i, reception))
             .collect();
-        Arc::new(move |index: usize| {
+        Arc::new(move |request: SinkRequest| {
             let backend = backend.clone();
-            let name = names[index].clone();
-            let options = options[index].clone();
+            let name = names[request.index].clone();
+            let mut options = options[request.index].clone();
+            options.resume = request.resume;
+            options.resume_only = request.resume_only;
             Box::pin(async move { backend.create_sink(&RelPath::parse(&name)?, options).await })
         })
     }
@@ -155,6 +158,7 @@ fn receive(
         sizes: f.data.iter().map(|d| d.len() as u64).collect(),
         open_sink: f.opener(reception),
         resumed_sinks,
+        resumed_closed: Vec::new(),
         checkpoint_interval: Duration::from_millis(100),
         peer_timeout,
     })
@@ -336,6 +340,104 @@ async fn datapath_empty_transfer() {
     let results = receiving.finish(outcome.digests).await.unwrap();
     assert!(results.iter().all(Result::is_ok));
     f.assert_received();
+}
+
+/// Many files through a receiver that may keep only 3 File sinks open, with loss (so files
+/// wait for retransmissions while later ones arrive): sinks are closed when complete or least
+/// recently used and reopened from their checkpoints; every file arrives intact, the bound
+/// holds (each reception may go one over), and nothing stays open. Then a second run is
+/// cancelled part way: the closed sinks' partfiles are removed too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn datapath_bounded_open_sinks() {
+    let (a, b) = (loopback().await, loopback().await);
+    b.set_open_sink_limit(3);
+    assert_eq!(b.open_sink_limit(), 3);
+    b.simulate_inbound_loss(0.05);
+    let sizes: Vec<usize> = (0..300).map(|i| (i * 7919) % 40_000 + 1).collect();
+    let f = fixture(&sizes);
+    let key = [4u8; 32];
+    let cipher = CipherLevel::Aes256Gcm;
+    let session = b.allocate_session_id();
+    let receiving = receive(
+        &b,
+        &f,
+        session,
+        cipher,
+        key,
+        "r1",
+        Vec::new(),
+        Duration::from_secs(10),
+    );
+    let mut sending = send(
+        &a,
+        &f,
+        session,
+        b.local_addr(),
+        cipher,
+        key,
+        Vec::new(),
+        RateLimits::transfer(100_000),
+        Duration::from_secs(10),
+    )
+    .await;
+    let watched = b.clone();
+    let most = tokio::spawn(async move {
+        let mut most = 0;
+        loop {
+            most = most.max(watched.open_sinks());
+            if most > 4 {
+                return most;
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    });
+    let outcome = tokio::time::timeout(Duration::from_secs(60), sending.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    let results = receiving.finish(outcome.digests).await.unwrap();
+    assert!(results.iter().all(Result::is_ok), "{results:?}");
+    assert!(!most.is_finished(), "more than 4 sinks were open at once");
+    most.abort();
+    f.assert_received();
+    assert_eq!(b.open_sinks(), 0);
+
+    // Cancelled part way: closed and open sinks alike leave nothing behind.
+    let g = fixture(&sizes);
+    let session = b.allocate_session_id();
+    let receiving = receive(
+        &b,
+        &g,
+        session,
+        cipher,
+        key,
+        "r2",
+        Vec::new(),
+        Duration::from_secs(10),
+    );
+    let mut sending = send(
+        &a,
+        &g,
+        session,
+        b.local_addr(),
+        cipher,
+        key,
+        Vec::new(),
+        RateLimits::transfer(20_000),
+        Duration::from_secs(10),
+    )
+    .await;
+    let checkpoint = checkpoint_with(&receiving, 1_000_000).await;
+    assert!(checkpoint.files.len() > 3, "{}", checkpoint.files.len());
+    sending.cancel();
+    let _ = sending.wait().await;
+    receiving.abort().await;
+    assert!(
+        entries(g.dst_dir.path()).is_empty(),
+        "{:?}",
+        entries(g.dst_dir.path())
+    );
+    assert_eq!(b.open_sinks(), 0);
 }
 
 /// Waits for a checkpoint with at least `bytes` durable.

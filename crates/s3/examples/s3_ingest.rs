@@ -79,6 +79,7 @@ async fn main() -> Result<(), String> {
                 modification_time: None,
                 reception_id: "bench".into(),
                 resume: None,
+                resume_only: false,
             },
         )
         .await

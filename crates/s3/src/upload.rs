@@ -16,7 +16,10 @@
 //!   abort aborts it too, unless a checkpoint was handed out: then the upload is kept so that a
 //!   new sink can resume it (the stale-upload reaper removes it if nobody does).
 //! - Resume: the checkpoint names the UploadId and the parts (number, ETag, hash); a new sink
-//!   confirms them with ListParts and re-sends the rest. A vanished upload starts afresh.
+//!   confirms them with ListParts and re-sends the rest. A vanished upload starts afresh (or is
+//!   `NotFound` with [`SinkOptions::resume_only`]).
+//! - The sink is not [reopenable](FileSink::reopenable): parts still being filled live only in
+//!   its memory, so it stays open until commit or abort (it holds no file descriptor).
 
 use crate::backend::S3Backend;
 use crate::client::Target;
@@ -221,6 +224,7 @@ impl S3Backend {
         if sink.single() {
             return Ok(sink);
         }
+        let asked_to_resume = options.resume.is_some();
         let previous = match options.resume {
             Some(value) => serde_json::from_value::<ResumeState>(value).ok(),
             None => None,
@@ -229,6 +233,12 @@ impl S3Backend {
             if sink.reattach(state).await? {
                 return Ok(sink);
             }
+        }
+        if asked_to_resume && options.resume_only {
+            return Err(StorageError::NotFound(format!(
+                "the partial upload of '{key}' cannot be resumed (it is gone or was for \
+                 another file)"
+            )));
         }
         let created = sink
             .shared

@@ -12,7 +12,7 @@ use slipstream_storage::config::Secret;
 use slipstream_storage::data::{
     part_size, DigestBuilder, FileDigest, FileSink, ObjectReader, OverwriteMode, SinkOptions, MIB,
 };
-use slipstream_storage::{Backend, RelPath};
+use slipstream_storage::{Backend, RelPath, StorageError};
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -47,6 +47,7 @@ fn options(size: u64) -> SinkOptions {
         modification_time: None,
         reception_id: "test".into(),
         resume: None,
+        resume_only: false,
     }
 }
 
@@ -323,7 +324,7 @@ async fn restart_resends_only_missing_parts() {
     assert!(get(&s, &bucket, "in/r.bin").await.unwrap() == bytes);
     assert!(uploads(&s, &bucket).await.is_empty());
 
-    // Resuming an upload that is gone starts afresh.
+    // Resuming an upload that is gone starts afresh (or is refused with resume_only).
     let mut sink = b.create_s3_sink(&p("g.bin"), options(size)).await.unwrap();
     write_blocks(&mut sink, &bytes, &first, MIB).await;
     let state = sink.checkpoint().await.unwrap().state;
@@ -339,6 +340,16 @@ async fn restart_resends_only_missing_parts() {
             .await
             .unwrap();
     }
+    // With resume_only, a gone upload is NotFound and no new upload is started.
+    let mut only = options(size);
+    only.resume = Some(state.clone());
+    only.resume_only = true;
+    let refused = b.create_s3_sink(&p("g.bin"), only).await.err();
+    assert!(
+        matches!(refused, Some(StorageError::NotFound(_))),
+        "{refused:?}"
+    );
+    assert!(uploads(&s, &bucket).await.is_empty());
     let mut again = options(size);
     again.resume = Some(state);
     let mut sink = b.create_s3_sink(&p("g.bin"), again).await.unwrap();

@@ -97,6 +97,15 @@ pub struct ServerArgs {
     /// Largest accepted API request body.
     #[arg(long, default_value = "8MiB", value_parser = size_arg, value_name = "SIZE")]
     pub max_request_size: u64,
+    /// An incoming transfer whose sender has not come back (no data, no reconnection) for this
+    /// many hours is expired: its partial files and S3 uploads are removed and it ends in
+    /// error. 0: never.
+    #[arg(long, default_value_t = 72, value_name = "HOURS")]
+    pub reception_expiry_hours: u64,
+    /// For tests: the expiry of incoming transfers in seconds, instead of
+    /// --reception-expiry-hours (0: never).
+    #[arg(long, hide = true, value_name = "SECONDS")]
+    pub reception_expiry_seconds: Option<u64>,
 }
 
 /// The default state dir: `$XDG_DATA_HOME/slipstream`, else `~/.local/share/slipstream`.
@@ -119,6 +128,16 @@ impl ServerArgs {
         self.persistent_state_dir
             .clone()
             .unwrap_or_else(default_state_dir)
+    }
+
+    /// How long an incoming transfer's sender may stay away before the transfer expires;
+    /// `None`: never.
+    pub fn reception_expiry(&self) -> Option<std::time::Duration> {
+        let seconds = match self.reception_expiry_seconds {
+            Some(seconds) => seconds,
+            None => self.reception_expiry_hours.saturating_mul(3600),
+        };
+        (seconds > 0).then(|| std::time::Duration::from_secs(seconds))
     }
 
     /// The file cache limits, with defaults filled in: (total, per upload, per download).
@@ -238,6 +257,24 @@ mod tests {
         assert_eq!(args.api_port, 9100);
         assert_eq!(args.max_file_cache_size, Some(2 << 30));
         assert_eq!(args.superusers, vec!["root", "ops"]);
+    }
+
+    #[test]
+    fn reception_expiry_defaults_to_72_hours() {
+        let hours = |args: Vec<OsString>| parse(args).reception_expiry().map(|d| d.as_secs());
+        assert_eq!(hours(vec![]), Some(72 * 3600));
+        assert_eq!(hours(vec!["--reception-expiry-hours=0".into()]), None);
+        assert_eq!(
+            hours(vec![
+                "--reception-expiry-hours=1".into(),
+                "--reception-expiry-seconds=5".into()
+            ]),
+            Some(5)
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("server.toml");
+        std::fs::write(&file, "reception-expiry-hours = 24\n").unwrap();
+        assert_eq!(hours(vec!["--config".into(), file.into()]), Some(24 * 3600));
     }
 
     #[test]

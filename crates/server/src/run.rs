@@ -149,6 +149,7 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
         file_cache_upload_size: cache_upload,
         file_cache_download_size: cache_download,
         file_cache_size: cache_total,
+        reception_expiry: args.reception_expiry(),
     })
     .await
     .map_err(|e| anyhow::anyhow!("transfer engine: {e}"))?;

@@ -226,6 +226,10 @@ pub struct SinkOptions {
     /// The state a previous sink of the same reception saved with [`FileSink::checkpoint`];
     /// the new sink continues from what survived.
     pub resume: Option<serde_json::Value>,
+    /// With `resume`: when that state can no longer be resumed (its file or upload is gone or
+    /// was replaced), fail with `NotFound` instead of starting afresh. Used to open a sink only
+    /// to abort it, so that nothing is created (or truncated) just to be removed again.
+    pub resume_only: bool,
 }
 
 /// A checkpoint of a sink: what to hand back in [`SinkOptions::resume`] and which byte ranges
@@ -252,6 +256,15 @@ pub trait FileSink: Send {
     /// sink whose cache share is full answers 0 until parts have gone out). `u64::MAX` when it
     /// never needs to wait.
     fn window(&self) -> u64;
+
+    /// True when this sink can be closed after a [`FileSink::checkpoint`] and reopened from its
+    /// state later without losing anything written (every written byte is durable after a
+    /// checkpoint), and closing it frees an open file. The engine closes such sinks when their
+    /// file is complete, and the least recently used ones when too many are open. False (the
+    /// default) keeps the sink open until `commit` or `abort`.
+    fn reopenable(&self) -> bool {
+        false
+    }
 
     /// Writes `data` at `offset`. May wait for room (backpressure), never fails for lack of it.
     async fn write_at(&mut self, offset: u64, data: Bytes) -> StorageResult<()>;

@@ -33,7 +33,11 @@
 //! - [`FileSink::checkpoint`] writes what is gathered, `fdatasync`s, and returns the written
 //!   ranges and a state that carries them; a sink created with that state reopens the same file
 //!   without truncating it and reports those ranges in [`FileSink::resumed`]. If the file is
-//!   gone, has another size or is another file (inode), the sink starts afresh (with a warning).
+//!   gone, has another size or is another file (inode), the sink starts afresh (with a warning),
+//!   or fails with `NotFound` when [`SinkOptions::resume_only`] is set.
+//! - The sink is [reopenable](FileSink::reopenable): after a checkpoint every written byte is on
+//!   disk, so the engine may drop it (closing its two descriptors, the file and its folder) and
+//!   reopen it from the checkpoint's state when it needs it again.
 //! - [`FileSink::commit`] reads the whole file back, compares its digest with the sender's,
 //!   and only then publishes: sets the executable bit and the modification time, renames
 //!   (modes 3–5; mode 5 keeps the old file as `NAME.bak`), and `fsync`s the folder. A mismatch
@@ -315,6 +319,11 @@ pub(crate) fn create_sink(
     if let Some(state) = &options.resume {
         match reopen(dir_fd, &work, &work_text, &options, state) {
             Ok(found) => resumed = Some(found),
+            Err(reason) if options.resume_only => {
+                return Err(StorageError::NotFound(format!(
+                    "the partial reception of '{path}' cannot be resumed: {reason}"
+                )))
+            }
             Err(reason) => tracing::warn!(
                 path = %path,
                 "cannot resume the reception of '{path}' ({reason}); receiving it from the start"
@@ -884,6 +893,10 @@ impl FileSink for FileDataSink {
         self.resumed.clone()
     }
 
+    fn reopenable(&self) -> bool {
+        true
+    }
+
     fn window(&self) -> u64 {
         u64::MAX
     }
@@ -1032,6 +1045,7 @@ mod tests {
             modification_time: None,
             reception_id: "t1-0".into(),
             resume: None,
+            resume_only: false,
         }
     }
 
@@ -1397,6 +1411,20 @@ mod tests {
             sink.commit(digest(&data)).await.unwrap();
             assert!(std::fs::read(f.root.join("x")).unwrap() == data, "{mode:?}");
             assert!(partfiles(&f.root).is_empty());
+
+            // With resume_only, a state that cannot be resumed is NotFound and creates nothing
+            // (here: the partfile is gone; the published file stays untouched).
+            if mode.uses_partfile() {
+                let mut only = opts.clone();
+                only.resume_only = true;
+                let refused = f.backend.create_sink(&p("x"), only).await.err();
+                assert!(
+                    matches!(refused, Some(StorageError::NotFound(_))),
+                    "{mode:?}: {refused:?}"
+                );
+                assert!(std::fs::read(f.root.join("x")).unwrap() == data, "{mode:?}");
+                assert!(partfiles(&f.root).is_empty());
+            }
 
             // A state whose file is gone (or another size) starts afresh.
             if mode.uses_partfile() {

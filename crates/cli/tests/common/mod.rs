@@ -343,3 +343,66 @@ pub async fn wait_transfer_end(
     })
     .await
 }
+
+impl TestServer {
+    /// Starts a server like [`TestServer::start`], but run through `prlimit` so that its
+    /// open-file limit is `nofile`, soft and hard (the server raises its soft limit to the hard
+    /// one at start, so both must be low). A later [`TestServer::launch`] runs it without.
+    pub fn start_with_nofile(nofile: u64, extra_args: &[&str]) -> TestServer {
+        let temp = tempfile::tempdir().expect("temp dir");
+        let mut server = TestServer {
+            log_file: temp.path().join("server.log"),
+            state_dir: temp.path().join("state"),
+            api_port: free_port(),
+            recv_port: free_port(),
+            extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
+            child: None,
+            _temp: Some(temp),
+        };
+        let log = std::fs::File::create(&server.log_file).expect("create the server log");
+        let child = Command::new("prlimit")
+            .arg(format!("--nofile={nofile}:{nofile}"))
+            .arg("--")
+            .arg(binary())
+            .arg("server")
+            .arg("--api-host=127.0.0.1")
+            .arg(format!("--api-port={}", server.api_port))
+            .arg(format!("--recv-port={}", server.recv_port))
+            .arg("--persistent-state-dir")
+            .arg(&server.state_dir)
+            .args(&server.extra_args)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start slipstream server through prlimit (util-linux)");
+        server.child = Some(child);
+        server.wait_ready();
+        server
+    }
+
+    /// The process's open-file limit (soft, hard), from `/proc/PID/limits`.
+    pub fn nofile_limit(&self) -> Option<(u64, u64)> {
+        let limits = std::fs::read_to_string(format!("/proc/{}/limits", self.pid()?)).ok()?;
+        let line = limits.lines().find(|l| l.starts_with("Max open files"))?;
+        let mut numbers = line
+            .split_whitespace()
+            .filter_map(|word| word.parse::<u64>().ok());
+        Some((numbers.next()?, numbers.next()?))
+    }
+}
+
+impl Site {
+    /// Starts a server with its own sandbox folder like [`Site::start`], with an open-file
+    /// limit of `nofile` (see [`TestServer::start_with_nofile`]).
+    pub fn start_with_nofile(nofile: u64, extra_args: &[&str]) -> Site {
+        let sandbox = tempfile::tempdir().expect("sandbox dir");
+        let flag = format!("--sandbox-dir={}", sandbox.path().display());
+        let mut args = vec![flag.as_str()];
+        args.extend_from_slice(extra_args);
+        Site {
+            server: TestServer::start_with_nofile(nofile, &args),
+            sandbox,
+        }
+    }
+}

@@ -23,12 +23,21 @@
 //! - `receive`: a driver task per reception (the proto receiver writes into a queue of at most
 //!   64 MiB, which is its flow-control window) and a writer task that owns the sinks: opens
 //!   them lazily, writes runs of up to 1 MiB, checkpoints every `checkpoint_interval` and on
-//!   completion, and commits or aborts them.
+//!   completion, and commits or aborts them. A [reopenable](FileSink::reopenable) sink (File)
+//!   is checkpointed and closed as soon as its file is complete, and the writer reopens it
+//!   from that checkpoint to commit it.
+//! - `open_sinks`: the server-wide bound on open reopenable sinks (at most 512, or a quarter
+//!   of the open-file limit). A writer that needs one more when the bound is reached closes
+//!   its least recently used one (checkpointed first, reopened on demand), so a transfer of
+//!   any number of files holds a bounded number of descriptors.
 //! - Progress counters are refreshed by the drivers every 20 ms; reading them takes a lock.
 
 mod endpoint;
+mod open_sinks;
 mod receive;
 mod send;
+
+pub use open_sinks::{limit_for_this_process as open_sink_limit_for_this_process, MAX_OPEN_SINKS};
 
 use slipstream_proto::{CipherLevel, RangeSet, RateLimits, TransferParams};
 use slipstream_storage::data::{FileDigest, FileSink, ObjectReader, SinkCheckpoint};
@@ -165,10 +174,24 @@ impl SendHandle {
     }
 }
 
-/// Opens the sink of file `index` when its first byte arrives (sinks are opened lazily so that
-/// a transfer of many files does not hold a descriptor per file from the start).
+/// Which sink the receiving data path asks its [`SinkOpener`] for.
+#[derive(Debug, Clone)]
+pub struct SinkRequest {
+    /// The file's index in the transfer.
+    pub index: usize,
+    /// The state of a checkpoint of this file's earlier sink, to continue from
+    /// ([`slipstream_storage::data::SinkOptions::resume`]).
+    pub resume: Option<serde_json::Value>,
+    /// With `resume`: fail rather than start afresh when the state cannot be resumed
+    /// ([`slipstream_storage::data::SinkOptions::resume_only`]).
+    pub resume_only: bool,
+}
+
+/// Opens the sink of a file: when its first byte arrives (sinks are opened lazily so that a
+/// transfer of many files does not hold a descriptor per file from the start), and again from
+/// a checkpoint's state when a closed sink is needed (more data, commit or abort).
 pub type SinkOpener = Arc<
-    dyn Fn(usize) -> Pin<Box<dyn Future<Output = StorageResult<Box<dyn FileSink>>> + Send>>
+    dyn Fn(SinkRequest) -> Pin<Box<dyn Future<Output = StorageResult<Box<dyn FileSink>>> + Send>>
         + Send
         + Sync,
 >;
@@ -185,17 +208,23 @@ pub struct ReceivePlan {
     /// Sinks already opened by the control plane on resume (index → sink), whose
     /// `resumed()` ranges count as received.
     pub resumed_sinks: Vec<(usize, Box<dyn FileSink>)>,
+    /// Files of a resumed reception whose sinks are closed (reopenable ones, which the control
+    /// plane opened only to learn what they hold): the checkpoint to reopen each from, whose
+    /// `durable` ranges (the reopened sink's `resumed()`) count as received.
+    pub resumed_closed: Vec<(usize, SinkCheckpoint)>,
     /// How often to checkpoint the sinks (api.md `checkpointFrequencySeconds`).
     pub checkpoint_interval: Duration,
     /// Give up when the sender is silent this long before all bytes arrived.
     pub peer_timeout: Duration,
 }
 
-/// A checkpoint of a whole reception: each opened file's sink checkpoint, and the global byte
-/// ranges that are durable.
+/// A checkpoint of a whole reception: the latest sink checkpoint of every file that has one
+/// and is not committed yet (open sinks and closed ones alike), and the global byte ranges
+/// that are durable. A file's entry is the same `Arc` from one checkpoint to the next while
+/// it does not change (a closed sink's), so a consumer can skip what it already saved.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ReceiveCheckpoint {
-    pub files: Vec<(usize, SinkCheckpoint)>,
+    pub files: Vec<(usize, Arc<SinkCheckpoint>)>,
     pub durable: Vec<Range<u64>>,
 }
 
@@ -215,17 +244,26 @@ impl ReceiveHandle {
         self.shared.checkpoints()
     }
     /// Waits until every byte has arrived (or fails), then commits every file's sink with its
-    /// digest (in file order; files never opened, e.g. empty ones, are opened and committed
-    /// too). Returns one result per file; the reception ends either way.
+    /// digest (in file order; closed sinks are reopened from their checkpoint, files never
+    /// opened, e.g. empty ones, are opened and committed too). Returns one result per file; the
+    /// reception ends either way.
     pub async fn finish(
         &self,
         digests: Vec<FileDigest>,
     ) -> Result<Vec<StorageResult<()>>, DataError> {
         self.shared.finish(digests).await
     }
-    /// Aborts every opened sink and forgets the session.
+    /// Aborts every opened sink (closed ones are reopened from their checkpoint to be aborted)
+    /// and forgets the session.
     pub async fn abort(&self) {
         self.shared.abort().await
+    }
+    /// Ends the session without discarding anything: nothing more is received, every open sink
+    /// is checkpointed and closed (its file or upload stays for a later session), and the last
+    /// checkpoint is returned for the control plane to save. `None` when the session's writer
+    /// had already ended.
+    pub async fn close(&self) -> Option<ReceiveCheckpoint> {
+        self.shared.close().await
     }
     /// Resolves when the sender cancelled (CLOSE with reason cancelled) or went silent.
     pub async fn stopped(&self) -> DataError {
@@ -255,6 +293,7 @@ pub struct EndpointStats {
 pub struct DataEndpoint {
     core: Arc<endpoint::Core>,
     receive_task: tokio::task::JoinHandle<()>,
+    open_sinks: Arc<open_sinks::OpenSinks>,
 }
 
 impl Drop for DataEndpoint {
@@ -276,7 +315,26 @@ impl DataEndpoint {
             incoming_limit_kbps,
         )?);
         let receive_task = tokio::spawn(core.clone().receive_loop());
-        Ok(Arc::new(DataEndpoint { core, receive_task }))
+        Ok(Arc::new(DataEndpoint {
+            core,
+            receive_task,
+            open_sinks: open_sinks::OpenSinks::new(open_sinks::limit_for_this_process()),
+        }))
+    }
+    /// How many reopenable sinks (File) the receptions of this endpoint keep open at most
+    /// (each may go one over while others hold every slot); set at bind from the open-file
+    /// limit (see [`open_sink_limit_for_this_process`]).
+    pub fn open_sink_limit(&self) -> usize {
+        self.open_sinks.limit()
+    }
+    /// Changes [`DataEndpoint::open_sink_limit`] (at least 1); sinks open beyond a lowered
+    /// limit are closed as their receptions need new ones.
+    pub fn set_open_sink_limit(&self, limit: usize) {
+        self.open_sinks.set_limit(limit);
+    }
+    /// Reopenable sinks open right now, over all receptions.
+    pub fn open_sinks(&self) -> usize {
+        self.open_sinks.open()
     }
     /// The bound address.
     pub fn local_addr(&self) -> SocketAddr {
@@ -317,7 +375,7 @@ impl DataEndpoint {
     /// be called inside a tokio runtime.
     pub fn start_receive(self: &Arc<Self>, plan: ReceivePlan) -> ReceiveHandle {
         ReceiveHandle {
-            shared: receive::start(&self.core, plan),
+            shared: receive::start(&self.core, plan, self.open_sinks.clone()),
         }
     }
 }

@@ -2,21 +2,29 @@
 //! the shared socket, and a writer task that drains received payload into the per-file
 //! [`FileSink`]s (opened lazily), checkpoints them periodically, and commits or aborts them.
 //!
+//! Open files stay bounded: a reopenable sink (File) is checkpointed and closed as soon as its
+//! file is complete, and when the server's bound on open sinks ([`super::open_sinks`]) is
+//! reached the writer closes its least recently written one the same way. A closed sink is
+//! reopened from its checkpoint when more of its data arrives, and to commit or abort it. The
+//! checkpoints the writer publishes carry every file's latest sink checkpoint, closed ones
+//! included, so the control plane can persist them all.
+//!
 //! The proto receiver writes into a bounded queue (its `available()` is the room left, so a
 //! slow disk slows the sender through flow control and never loses data). Consecutive blocks
 //! are gathered into runs of up to 1 MiB before they go to the writer.
 
 use super::endpoint::{Core, Inbound, InboundRx, Registration};
+use super::open_sinks::{OpenSinks, Slot};
 use super::{
     block_byte_ranges, covered_blocks, lock, range_bytes, DataError, Progress, ReceiveCheckpoint,
-    ReceivePlan, SinkOpener,
+    ReceivePlan, SinkOpener, SinkRequest,
 };
 use bytes::{Bytes, BytesMut};
 use slipstream_proto::{
     BlockSink, CloseReason, FileSpace, RangeSet, ReceiveOutcome, Receiver, SessionSecret, SinkFull,
     TransferParams, TransportConfig,
 };
-use slipstream_storage::data::{FileDigest, FileSink};
+use slipstream_storage::data::{FileDigest, FileSink, SinkCheckpoint};
 use slipstream_storage::{StorageError, StorageResult};
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
@@ -35,6 +43,9 @@ const MAX_SLEEP: Duration = Duration::from_millis(50);
 const PROGRESS_INTERVAL: Duration = Duration::from_millis(20);
 /// After completion, how long retransmissions (whose ACK was lost) are still answered.
 const LINGER: Duration = Duration::from_millis(1500);
+/// The checkpoint of a sink closed between two periodic checkpoints is published after at
+/// most this long (while data keeps coming; else at the next periodic one).
+const PUBLISH_CLOSED: Duration = Duration::from_secs(1);
 
 /// Where a reception stands.
 #[derive(Debug, Clone, PartialEq)]
@@ -51,6 +62,8 @@ enum WriterCmd {
     Checkpoint,
     Commit(Vec<FileDigest>, oneshot::Sender<Vec<StorageResult<()>>>),
     Abort(oneshot::Sender<()>),
+    /// Checkpoint every open sink, answer the last checkpoint, and end (the files stay).
+    Close(oneshot::Sender<Option<ReceiveCheckpoint>>),
 }
 
 /// What the writer shares with the rest (no channel sender, so the writer ends when the handle
@@ -117,7 +130,8 @@ impl RecvShared {
             .map_err(|_| DataError::Other("the reception's writer stopped".into()))
     }
 
-    pub async fn abort(&self) {
+    /// Stops the driver: nothing more is received.
+    fn stop(&self) {
         self.abort.store(true, Ordering::Relaxed);
         self.wake.notify_one();
         self.state.send_if_modified(|state| {
@@ -128,15 +142,31 @@ impl RecvShared {
                 false
             }
         });
+    }
+
+    pub async fn abort(&self) {
+        self.stop();
         let (reply, answer) = oneshot::channel();
         if self.writer.send(WriterCmd::Abort(reply)).is_ok() {
             let _ = answer.await;
         }
     }
+
+    pub async fn close(&self) -> Option<ReceiveCheckpoint> {
+        self.stop();
+        let (reply, answer) = oneshot::channel();
+        self.writer.send(WriterCmd::Close(reply)).ok()?;
+        answer.await.ok().flatten()
+    }
 }
 
-/// Starts the driver and the writer of `plan`.
-pub(crate) fn start(core: &Arc<Core>, plan: ReceivePlan) -> Arc<RecvShared> {
+/// Starts the driver and the writer of `plan`; reopenable sinks take their slots from
+/// `open_sinks`.
+pub(crate) fn start(
+    core: &Arc<Core>,
+    plan: ReceivePlan,
+    open_sinks: Arc<OpenSinks>,
+) -> Arc<RecvShared> {
     let (writer_tx, writer_rx) = mpsc::unbounded_channel();
     let link = Arc::new(WriterLink {
         checkpoints: watch::channel(None).0,
@@ -198,40 +228,79 @@ pub(crate) fn start(core: &Arc<Core>, plan: ReceivePlan) -> Arc<RecvShared> {
     };
 
     // Resumed files: their durable ranges count as received (whole blocks only).
-    let mut sinks: Vec<Option<Box<dyn FileSink>>> = plan.sizes.iter().map(|_| None).collect();
+    let mut sinks: Vec<Option<OpenSink>> = plan.sizes.iter().map(|_| None).collect();
     let mut resumed = Vec::new();
+    let mut have = RangeSet::new();
+    let global = |index: usize, ranges: &[std::ops::Range<u64>]| -> Vec<std::ops::Range<u64>> {
+        ranges
+            .iter()
+            .filter_map(|range| {
+                Some(
+                    space.global_offset(index, range.start)?
+                        ..space.global_offset(index, range.end)?,
+                )
+            })
+            .collect()
+    };
+    let mut uses = 0u64;
+    let mut lru = BTreeMap::new();
     for (index, sink) in plan.resumed_sinks {
-        for range in sink.resumed() {
-            if let (Some(start), Some(end)) = (
-                space.global_offset(index, range.start),
-                space.global_offset(index, range.end),
-            ) {
-                resumed.push(start..end);
-            }
-        }
+        let ranges = global(index, &sink.resumed());
         match sinks.get_mut(index) {
-            Some(slot) => *slot = Some(sink),
+            Some(place) => {
+                uses += 1;
+                let slot = sink.reopenable().then(|| open_sinks.take_over());
+                if slot.is_some() {
+                    lru.insert(uses, index);
+                }
+                *place = Some(OpenSink {
+                    sink,
+                    slot,
+                    last_use: uses,
+                });
+            }
             None => {
                 // Not a file of this transfer: nothing will ever write or commit it.
                 tokio::spawn(async move {
                     let _ = sink.abort().await;
                 });
+                continue;
             }
         }
+        for range in ranges {
+            have.insert(range.clone());
+            resumed.push(range);
+        }
+    }
+    let mut states = BTreeMap::new();
+    for (index, checkpoint) in plan.resumed_closed {
+        if index >= sinks.len() || sinks[index].is_some() {
+            continue;
+        }
+        for range in global(index, &checkpoint.durable) {
+            have.insert(range.clone());
+            resumed.push(range);
+        }
+        states.insert(index, Arc::new(checkpoint));
     }
     let resumed_blocks = covered_blocks(&resumed, &params);
     receiver.resume_from(&resumed_blocks);
     let resumed_bytes = range_bytes(&block_byte_ranges(&resumed_blocks, &params));
 
     let writer = Writer {
-        written: vec![0; plan.sizes.len()],
-        sizes: plan.sizes,
         space,
         sinks,
         opener: plan.open_sink,
         link: link.clone(),
         finite_windows: BTreeMap::new(),
         failed: false,
+        have,
+        states,
+        lru,
+        uses,
+        open_sinks,
+        unpublished: false,
+        last_published: Instant::now(),
     };
     tokio::spawn(writer.run(writer_rx, plan.checkpoint_interval));
 
@@ -307,17 +376,37 @@ impl BlockSink for QueueSink {
     }
 }
 
+/// One open sink of the writer.
+struct OpenSink {
+    sink: Box<dyn FileSink>,
+    /// The server-wide slot of a reopenable sink; `None` for the others (S3), which stay open
+    /// until commit or abort.
+    slot: Option<Slot>,
+    /// The writer's use count when it was last written (least recently used goes first).
+    last_use: u64,
+}
+
 /// Owns the sinks.
 struct Writer {
-    sizes: Vec<u64>,
-    written: Vec<u64>,
     space: FileSpace,
-    sinks: Vec<Option<Box<dyn FileSink>>>,
+    sinks: Vec<Option<OpenSink>>,
     opener: SinkOpener,
     link: Arc<WriterLink>,
     /// Windows of open, unfinished sinks that are not unlimited.
     finite_windows: BTreeMap<usize, u64>,
     failed: bool,
+    /// Global byte ranges written or resumed: a file is complete when they cover it.
+    have: RangeSet,
+    /// The latest checkpoint of every file that has one, open or closed, until it is
+    /// committed; a closed sink is reopened from it.
+    states: BTreeMap<usize, Arc<SinkCheckpoint>>,
+    /// The open sinks that hold a slot, by last use (use count → file index).
+    lru: BTreeMap<u64, usize>,
+    uses: u64,
+    open_sinks: Arc<OpenSinks>,
+    /// A sink was closed since the last published checkpoint.
+    unpublished: bool,
+    last_published: Instant,
 }
 
 impl Writer {
@@ -340,6 +429,9 @@ impl Writer {
                         self.link.queued.fetch_sub(len, Ordering::Relaxed);
                         self.link.room.notify_one();
                         dirty = true;
+                        if self.unpublished && self.last_published.elapsed() >= PUBLISH_CLOSED {
+                            self.publish();
+                        }
                     }
                     Some(WriterCmd::Checkpoint) => {
                         self.checkpoint().await;
@@ -354,11 +446,20 @@ impl Writer {
                         let _ = reply.send(());
                         return;
                     }
+                    Some(WriterCmd::Close(reply)) => {
+                        self.checkpoint().await;
+                        let _ = reply.send(self.link.checkpoints.borrow().clone());
+                        // Dropping the writer closes the sinks; checkpointed ones keep their
+                        // files (and uploads) for the next session.
+                        return;
+                    }
                 },
                 _ = ticker.tick() => {
                     if dirty {
                         self.checkpoint().await;
                         dirty = false;
+                    } else if self.unpublished && !self.failed {
+                        self.publish();
                     }
                 }
             }
@@ -373,16 +474,104 @@ impl Writer {
         }
     }
 
+    /// The global byte range of file `index`.
+    fn file_range(&self, index: usize) -> std::ops::Range<u64> {
+        self.space.file_range(index).unwrap_or(0..0)
+    }
+
+    /// True when every byte of file `index` was written or resumed.
+    fn is_complete(&self, index: usize) -> bool {
+        let range = self.file_range(index);
+        self.have.count_in(range.clone()) >= range.end - range.start
+    }
+
+    /// The sink of file `index`, opened (or reopened from its checkpoint) if needed, and
+    /// marked as just used.
     async fn sink(&mut self, index: usize) -> StorageResult<&mut Box<dyn FileSink>> {
-        let slot = self
-            .sinks
-            .get_mut(index)
-            .ok_or_else(|| StorageError::Backend(format!("no file {index} in this transfer")))?;
-        if slot.is_none() {
-            *slot = Some((self.opener)(index).await?);
+        if index >= self.sinks.len() {
+            return Err(StorageError::Backend(format!(
+                "no file {index} in this transfer"
+            )));
         }
-        slot.as_mut()
-            .ok_or_else(|| StorageError::Backend(format!("file {index} could not be opened")))
+        if self.sinks[index].is_none() {
+            let resume = self.states.get(&index).map(|c| c.state.clone());
+            // A closed sink's data must still be there: fail rather than start it afresh.
+            let resume_only = resume.is_some();
+            let sink = (self.opener)(SinkRequest {
+                index,
+                resume,
+                resume_only,
+            })
+            .await?;
+            let slot = if sink.reopenable() {
+                match self.take_slot().await {
+                    Ok(slot) => Some(slot),
+                    Err(error) => {
+                        // Kept open without a slot, so that commit or abort still ends it.
+                        self.sinks[index] = Some(OpenSink {
+                            sink,
+                            slot: None,
+                            last_use: 0,
+                        });
+                        return Err(error);
+                    }
+                }
+            } else {
+                None
+            };
+            self.sinks[index] = Some(OpenSink {
+                sink,
+                slot,
+                last_use: 0,
+            });
+        }
+        self.uses += 1;
+        let uses = self.uses;
+        let open = self.sinks[index]
+            .as_mut()
+            .ok_or_else(|| StorageError::Backend(format!("file {index} could not be opened")))?;
+        if open.slot.is_some() {
+            self.lru.remove(&open.last_use);
+            self.lru.insert(uses, index);
+        }
+        open.last_use = uses;
+        Ok(&mut open.sink)
+    }
+
+    /// A slot for one more open reopenable sink. When the server has none left, closes this
+    /// reception's least recently used sink (freeing its slot) and tries again; with none of
+    /// its own open, goes one over the limit so that this reception makes progress.
+    async fn take_slot(&mut self) -> StorageResult<Slot> {
+        loop {
+            if let Some(slot) = self.open_sinks.try_take() {
+                return Ok(slot);
+            }
+            let Some(&index) = self.lru.values().next() else {
+                return Ok(self.open_sinks.take_over());
+            };
+            self.close(index).await?;
+        }
+    }
+
+    /// Checkpoints the open sink of file `index` and closes it (freeing its slot); its
+    /// checkpoint is kept to reopen it. A sink whose checkpoint fails stays open.
+    async fn close(&mut self, index: usize) -> StorageResult<()> {
+        let Some(mut open) = self.sinks.get_mut(index).and_then(Option::take) else {
+            return Ok(());
+        };
+        match open.sink.checkpoint().await {
+            Ok(checkpoint) => {
+                self.lru.remove(&open.last_use);
+                self.finite_windows.remove(&index);
+                self.states.insert(index, Arc::new(checkpoint));
+                self.unpublished = true;
+                Ok(())
+            }
+            Err(error) => {
+                self.sinks[index] = Some(open);
+                Err(error)
+            }
+        }
     }
 
     async fn write(&mut self, offset: u64, data: Bytes) -> StorageResult<()> {
@@ -394,15 +583,21 @@ impl Writer {
                 (segment.global_range.start - offset) as usize
                     ..(segment.global_range.end - offset) as usize,
             );
-            let len = piece.len() as u64;
             let sink = self.sink(index).await?;
             sink.write_at(segment.file_range.start, piece).await?;
             let window = sink.window();
-            self.written[index] += len;
-            if window == u64::MAX || self.written[index] >= self.sizes[index] {
+            self.have.insert(segment.global_range.clone());
+            let complete = self.is_complete(index);
+            if window == u64::MAX || complete {
                 self.finite_windows.remove(&index);
             } else {
                 self.finite_windows.insert(index, window);
+            }
+            let reopenable = self.sinks[index]
+                .as_ref()
+                .is_some_and(|open| open.slot.is_some());
+            if complete && reopenable {
+                self.close(index).await?;
             }
         }
         let window = self
@@ -420,23 +615,13 @@ impl Writer {
         if self.failed {
             return;
         }
-        let mut files = Vec::new();
-        let mut durable = RangeSet::new();
         for index in 0..self.sinks.len() {
-            let Some(sink) = self.sinks[index].as_mut() else {
+            let Some(open) = self.sinks[index].as_mut() else {
                 continue;
             };
-            match sink.checkpoint().await {
+            match open.sink.checkpoint().await {
                 Ok(checkpoint) => {
-                    for range in &checkpoint.durable {
-                        if let (Some(start), Some(end)) = (
-                            self.space.global_offset(index, range.start),
-                            self.space.global_offset(index, range.end),
-                        ) {
-                            durable.insert(start..end);
-                        }
-                    }
-                    files.push((index, checkpoint));
+                    self.states.insert(index, Arc::new(checkpoint));
                 }
                 Err(error) => {
                     self.fail(error);
@@ -444,35 +629,101 @@ impl Writer {
                 }
             }
         }
+        self.publish();
+    }
+
+    /// Publishes the latest checkpoint of every file that has one (open sinks as of their
+    /// last checkpoint, which stays valid: it only claims less than they hold now).
+    fn publish(&mut self) {
+        let mut durable = RangeSet::new();
+        let mut files = Vec::with_capacity(self.states.len());
+        for (&index, checkpoint) in &self.states {
+            for range in &checkpoint.durable {
+                if let (Some(start), Some(end)) = (
+                    self.space.global_offset(index, range.start),
+                    self.space.global_offset(index, range.end),
+                ) {
+                    durable.insert(start..end);
+                }
+            }
+            files.push((index, checkpoint.clone()));
+        }
         self.link.checkpoints.send_replace(Some(ReceiveCheckpoint {
             files,
             durable: durable.iter().collect(),
         }));
+        self.unpublished = false;
+        self.last_published = Instant::now();
+    }
+
+    /// Opens a closed sink from its checkpoint to commit or abort it (`resume_only`: an error,
+    /// `NotFound` when its data is gone); `None` when the file has no checkpoint. Takes `&mut`
+    /// so that the future is `Send` (the writer holds sinks, which are not `Sync`).
+    async fn reopen(&mut self, index: usize) -> Option<StorageResult<Box<dyn FileSink>>> {
+        let checkpoint = self.states.get(&index)?;
+        Some(
+            (self.opener)(SinkRequest {
+                index,
+                resume: Some(checkpoint.state.clone()),
+                resume_only: true,
+            })
+            .await,
+        )
     }
 
     async fn commit(&mut self, digests: Vec<FileDigest>) -> Vec<StorageResult<()>> {
         let mut results = Vec::with_capacity(digests.len());
         for (index, digest) in digests.into_iter().enumerate() {
-            let sink = match self.sinks.get_mut(index).and_then(Option::take) {
-                Some(sink) => Ok(sink),
-                None => (self.opener)(index).await,
+            // An open sink keeps its slot until its commit is done.
+            let (sink, _slot) = match self.sinks.get_mut(index).and_then(Option::take) {
+                Some(open) => {
+                    self.lru.remove(&open.last_use);
+                    (Ok(open.sink), open.slot)
+                }
+                None => match self.reopen(index).await {
+                    Some(reopened) => (reopened, None),
+                    // Never opened (an empty file, say): opened and committed now.
+                    None => (
+                        (self.opener)(SinkRequest {
+                            index,
+                            resume: None,
+                            resume_only: false,
+                        })
+                        .await,
+                        None,
+                    ),
+                },
             };
             results.push(match sink {
                 Ok(sink) => sink.commit(digest).await,
                 Err(error) => Err(error),
             });
+            self.states.remove(&index);
         }
         results
     }
 
     async fn abort(&mut self) {
-        for slot in &mut self.sinks {
-            if let Some(sink) = slot.take() {
-                if let Err(error) = sink.abort().await {
-                    tracing::warn!("aborting a reception's file: {error}");
+        for index in 0..self.sinks.len() {
+            let reopened = match self.sinks[index].take() {
+                Some(open) => Some(Ok(open.sink)),
+                None => self.reopen(index).await,
+            };
+            match reopened {
+                Some(Ok(sink)) => {
+                    if let Err(error) = sink.abort().await {
+                        tracing::warn!("aborting a reception's file: {error}");
+                    }
+                }
+                // Its checkpoint's data is gone already: nothing to remove.
+                Some(Err(StorageError::NotFound(_))) | None => {}
+                Some(Err(error)) => {
+                    tracing::warn!("cannot reopen a reception's file to discard it: {error}");
                 }
             }
         }
+        self.lru.clear();
+        self.states.clear();
     }
 }
 

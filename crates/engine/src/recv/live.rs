@@ -1,10 +1,12 @@
 //! Receptions in progress on this server: their data path handles, and a watcher per
-//! reception that persists each checkpoint as it comes and notices a sender that cancelled or
+//! reception that persists each checkpoint as it comes (only the files whose checkpoint
+//! changed), records when the sender was last heard, and notices a sender that cancelled or
 //! went silent.
 
 use crate::datapath::{DataError, ReceiveHandle};
 use crate::recv::store;
 use crate::Engine;
+use slipstream_storage::data::SinkCheckpoint;
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -63,7 +65,21 @@ impl Receiving {
     pub fn is_finishing(&self, id: i64) -> bool {
         self.lock().finishing.contains(&id)
     }
+
+    /// Takes the live reception out, unless its files are being verified and published: in
+    /// one step, so that `recv.finishTransfer` cannot start on a reception being discarded.
+    pub fn take_unless_finishing(&self, id: i64) -> Result<Option<Arc<LiveReception>>, Finishing> {
+        let mut registry = self.lock();
+        if registry.finishing.contains(&id) {
+            return Err(Finishing);
+        }
+        Ok(registry.live.remove(&id))
+    }
 }
+
+/// The reception's files are being verified and published (`recv.finishTransfer`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Finishing;
 
 /// Registers a started reception and starts its watcher.
 pub fn register(engine: &Arc<Engine>, reception_id: i64, handle: ReceiveHandle) {
@@ -85,6 +101,9 @@ async fn watch(engine: Arc<Engine>, live: Arc<LiveReception>) {
     let stopped = live.handle.stopped();
     tokio::pin!(stopped);
     let mut tick = tokio::time::interval(PROGRESS_TICK);
+    // What was saved of each file: a closed sink's checkpoint is the same Arc every time.
+    let mut saved: HashMap<usize, Arc<SinkCheckpoint>> = HashMap::new();
+    let mut heard = (0u64, 0u64);
     loop {
         tokio::select! {
             changed = checkpoints.changed() => {
@@ -93,8 +112,20 @@ async fn watch(engine: Arc<Engine>, live: Arc<LiveReception>) {
                     std::future::pending::<()>().await;
                 }
                 let checkpoint = checkpoints.borrow_and_update().clone();
-                if let Some(checkpoint) = checkpoint {
-                    if let Err(error) = store::save_checkpoint(&engine, id, &checkpoint) {
+                let Some(checkpoint) = checkpoint else { continue };
+                let fresh: Vec<&(usize, Arc<SinkCheckpoint>)> = checkpoint
+                    .files
+                    .iter()
+                    .filter(|(index, file)| !saved.get(index).is_some_and(|s| Arc::ptr_eq(s, file)))
+                    .collect();
+                let files = fresh.iter().map(|(index, file)| (*index, file.as_ref()));
+                match store::save_checkpoint(&engine, id, files) {
+                    Ok(()) => {
+                        for (index, file) in fresh {
+                            saved.insert(*index, file.clone());
+                        }
+                    }
+                    Err(error) => {
                         tracing::error!(reception = id, %error, "cannot save a checkpoint");
                     }
                 }
@@ -106,11 +137,34 @@ async fn watch(engine: Arc<Engine>, live: Arc<LiveReception>) {
             _ = tick.tick() => {
                 let progress = live.handle.progress();
                 let port = progress.peer.map(|p| p.port());
-                if let Err(error) = store::set_progress(&engine, id, progress.bytes_received, port) {
+                // Anything from the sender (data, retransmissions, probes) keeps it active.
+                let now_heard = (progress.bytes_received, progress.packets_received);
+                let active = now_heard != heard;
+                heard = now_heard;
+                if let Err(error) =
+                    store::set_progress(&engine, id, progress.bytes_received, port, active)
+                {
                     tracing::warn!(reception = id, %error, "cannot save reception counters");
                 }
             }
         }
+    }
+}
+
+/// Closes a session that is no longer the reception's (the watcher stopped): its open sinks are
+/// checkpointed and closed, their files stay, and the last checkpoint is saved, so the next
+/// session resumes from it.
+pub async fn close_and_save(engine: &Engine, live: &LiveReception) {
+    let id = live.reception_id;
+    let Some(checkpoint) = live.handle.close().await else {
+        return;
+    };
+    let files = checkpoint
+        .files
+        .iter()
+        .map(|(index, file)| (*index, file.as_ref()));
+    if let Err(error) = store::save_checkpoint(engine, id, files) {
+        tracing::error!(reception = id, %error, "cannot save the last checkpoint of a session");
     }
 }
 
@@ -119,6 +173,8 @@ async fn watch(engine: Arc<Engine>, live: Arc<LiveReception>) {
 /// up on a silent receiver, so only an explicit `recv.cancelTransfer` discards the files.
 async fn on_stopped(engine: &Arc<Engine>, live: &Arc<LiveReception>, reason: DataError) {
     let id = live.reception_id;
+    // Serialised with openTransfer, cancel and expiry, which replace or discard sessions.
+    let _guard = engine.receiving.open_lock.lock().await;
     // Only the current session of this reception is ours to end.
     let ours = {
         let mut registry = engine.receiving.lock();
@@ -133,8 +189,9 @@ async fn on_stopped(engine: &Arc<Engine>, live: &Arc<LiveReception>, reason: Dat
     if !ours {
         return;
     }
+    close_and_save(engine, live).await;
     let progress = live.handle.progress();
-    let _ = store::set_progress(engine, id, progress.bytes_received, None);
+    let _ = store::set_progress(engine, id, progress.bytes_received, None, false);
     tracing::info!(reception = id, reason = %reason,
         "the sender stopped this session; the reception waits for it to resume or cancel");
 }

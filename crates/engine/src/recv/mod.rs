@@ -2,6 +2,7 @@
 //! methods a sending server calls, as the destination user) and `recv.getTransfers`,
 //! `recv.getSources`.
 
+pub mod expiry;
 pub mod live;
 pub mod open;
 pub mod store;
@@ -13,6 +14,7 @@ use crate::params::Params;
 use crate::{Caller, Engine};
 use serde_json::{json, Value};
 use slipstream_storage::data::{FileDigest, OverwriteMode, SinkOptions};
+use slipstream_storage::file_data::partfile_name;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use store::ReceptionRow;
@@ -176,27 +178,105 @@ pub async fn cancel(
         .opt_string("message")?
         .unwrap_or_else(|| "cancelled by the sender".into());
     let _guard = engine.receiving.open_lock.lock().await;
-    match engine.receiving.take(row.id) {
-        Some(live) => {
-            live.stop_watching();
-            live.handle.abort().await;
-        }
-        None => discard_checkpointed(engine, &row).await,
-    }
+    discard(engine, &row).await.map_err(|_| busy(row.id))?;
     store::end(engine, row.id, "error", Some(&message))?;
     tracing::info!(reception = row.id, %message, "incoming transfer cancelled");
     Ok(Value::Null)
 }
 
-/// Removes what a reception that is not running left behind: each checkpointed sink is
-/// reopened from its state and aborted (which removes its partfile or multipart upload).
+/// Discards everything a reception that is still `receiving` has, so that no partfile or
+/// multipart upload is left: a live session is stopped and aborts its sinks (closed ones are
+/// reopened from their checkpoints to be aborted); otherwise each checkpointed sink is reopened
+/// from its saved state and aborted. Then, in File sandboxes, any partfile of the reception
+/// that no checkpoint recorded (one made just before a crash, say) is removed by its name.
+/// Multipart uploads that no checkpoint recorded are left to the stale-upload reaper
+/// (`--stale-upload-age`). The caller holds `open_lock`. Nothing is done while the
+/// reception's files are being verified and published.
+pub(crate) async fn discard(engine: &Engine, row: &ReceptionRow) -> Result<(), live::Finishing> {
+    match engine.receiving.take_unless_finishing(row.id)? {
+        Some(live) => {
+            live.stop_watching();
+            live.handle.abort().await;
+        }
+        None => discard_checkpointed(engine, row).await,
+    }
+    remove_partfiles(engine, row).await;
+    Ok(())
+}
+
+/// Reopens each checkpointed sink of a reception that is not running and aborts it (which
+/// removes its partfile, its in-place file, or its multipart upload). A checkpoint whose data
+/// is gone already is skipped: nothing is created just to be removed.
 async fn discard_checkpointed(engine: &Engine, row: &ReceptionRow) {
-    let Ok(sinks) = open::reopen_sinks(engine, row).await else {
+    let (targets, checkpoints) = match (
+        open::data_targets(engine, row),
+        store::checkpoints(engine, row.id),
+    ) {
+        (Ok(targets), Ok(checkpoints)) => (targets, checkpoints),
+        (Err(error), _) | (_, Err(error)) => {
+            tracing::warn!(reception = row.id, %error, "cannot discard the partial files");
+            return;
+        }
+    };
+    for (index, state) in checkpoints {
+        let Some(target) = targets.get(index) else {
+            continue;
+        };
+        let options = sink_options(
+            row.id,
+            index,
+            &target.file,
+            row.overwrite_mode,
+            Some(state),
+            true,
+        );
+        let result = match target.backend.create_sink(&target.rel, options).await {
+            Ok(sink) => sink.abort().await,
+            Err(slipstream_storage::StorageError::NotFound(_)) => Ok(()),
+            Err(error) => Err(error),
+        };
+        if let Err(error) = result {
+            tracing::warn!(reception = row.id, file = %target.shown, %error,
+                "cannot discard a partial file");
+        }
+    }
+}
+
+/// Removes the partfiles of a reception by name from File sandboxes (modes 3 to 5), whether
+/// or not a checkpoint recorded them. Nothing else is touched: a partfile's name holds the
+/// reception id and the file index.
+async fn remove_partfiles(engine: &Engine, row: &ReceptionRow) {
+    let Ok(mode) = OverwriteMode::try_from(row.overwrite_mode) else {
         return;
     };
-    for (_, sink) in sinks {
-        if let Err(error) = sink.abort().await {
-            tracing::warn!(reception = row.id, %error, "cannot discard a partial file");
+    if !mode.uses_partfile() {
+        return;
+    }
+    let targets = match open::data_targets(engine, row) {
+        Ok(targets) => targets,
+        Err(error) => {
+            tracing::warn!(reception = row.id, %error, "cannot look for leftover partfiles");
+            return;
+        }
+    };
+    for (index, target) in targets.iter().enumerate() {
+        if target.backend.type_name() != "File" || target.rel.is_root() {
+            continue;
+        }
+        let name = partfile_name(target.rel.name(), &format!("{}-{index}", row.id));
+        let Ok(path) = target.rel.parent().join(&name) else {
+            continue;
+        };
+        match target.backend.remove(&path, false).await {
+            Ok(()) => {
+                tracing::info!(reception = row.id, file = %target.shown,
+                    "removed a leftover partfile");
+            }
+            Err(slipstream_storage::StorageError::NotFound(_)) => {}
+            Err(error) => {
+                tracing::warn!(reception = row.id, file = %target.shown, %error,
+                    "cannot remove a leftover partfile");
+            }
         }
     }
 }
@@ -208,6 +288,7 @@ pub fn sink_options(
     file: &crate::negotiation::WireFile,
     mode: u8,
     resume: Option<Value>,
+    resume_only: bool,
 ) -> SinkOptions {
     SinkOptions {
         size: file.size,
@@ -216,6 +297,7 @@ pub fn sink_options(
         modification_time: file.modification_time,
         reception_id: format!("{reception_id}-{index}"),
         resume,
+        resume_only,
     }
 }
 

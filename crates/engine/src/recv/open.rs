@@ -3,18 +3,18 @@
 //! folders are made; a known one (same sender id) continues from its checkpoints. Either way a
 //! new data session is started and its parameters returned.
 
-use crate::datapath::{ReceivePlan, SinkOpener};
+use crate::datapath::{ReceivePlan, SinkOpener, SinkRequest};
 use crate::error::EngineError;
 use crate::negotiation::{OpenAnswer, OpenRequest};
 use crate::params::Params;
 use crate::recv::store::{self, NewReception, ReceptionRow};
 use crate::recv::targets::{self, Target};
-use crate::recv::{live, sink_options};
+use crate::recv::{expiry, live, sink_options};
 use crate::{Caller, Engine};
 use rand::RngCore;
 use serde_json::Value;
 use slipstream_proto::{CipherLevel, TransferParams};
-use slipstream_storage::data::{FileSink, OverwriteMode};
+use slipstream_storage::data::{FileSink, OverwriteMode, SinkCheckpoint};
 use std::ops::Range;
 use std::sync::Arc;
 use std::time::Duration;
@@ -40,47 +40,77 @@ fn parse(p: &Params) -> Result<OpenRequest, EngineError> {
 }
 
 /// Resolves the reception's data files (regular files, in order) in the owner's sandbox.
-fn data_targets(engine: &Engine, row: &ReceptionRow) -> Result<Vec<Target>, EngineError> {
+pub fn data_targets(engine: &Engine, row: &ReceptionRow) -> Result<Vec<Target>, EngineError> {
     let vfs = engine.config.sandboxes.view(&row.owner)?;
     let all = targets::resolve_all(&vfs, &row.destination_path, &row.files)?;
     Ok(all.into_iter().filter(|t| !t.file.is_empty_dir).collect())
 }
 
-/// Reopens the sinks a reception checkpointed, from their saved state. A sink that cannot be
-/// reopened is skipped (its file starts over).
-pub async fn reopen_sinks(
-    engine: &Engine,
-    row: &ReceptionRow,
-) -> Result<Vec<(usize, Box<dyn FileSink>)>, EngineError> {
+/// What a resumed reception's files hold, from their saved checkpoints.
+#[derive(Default)]
+pub struct Resumed {
+    /// Sinks that stay open (those that are not reopenable, like S3's).
+    pub open: Vec<(usize, Box<dyn FileSink>)>,
+    /// Reopenable sinks (File), closed again at once so that a reception of many files does
+    /// not hold a descriptor per file: the saved state and what the sink found durable.
+    pub closed: Vec<(usize, SinkCheckpoint)>,
+}
+
+/// Reopens the sinks a reception checkpointed, from their saved state, one at a time. A sink
+/// that cannot be resumed is skipped (its file starts over).
+pub async fn reopen_sinks(engine: &Engine, row: &ReceptionRow) -> Result<Resumed, EngineError> {
     let targets = data_targets(engine, row)?;
-    let mut sinks = Vec::new();
+    let mut resumed = Resumed::default();
     for (index, state) in store::checkpoints(engine, row.id)? {
         let Some(target) = targets.get(index) else {
             continue;
         };
-        let options = sink_options(row.id, index, &target.file, row.overwrite_mode, Some(state));
+        let options = sink_options(
+            row.id,
+            index,
+            &target.file,
+            row.overwrite_mode,
+            Some(state.clone()),
+            true,
+        );
         match target.backend.create_sink(&target.rel, options).await {
-            Ok(sink) => sinks.push((index, sink)),
+            Ok(sink) if sink.reopenable() => {
+                let durable = sink.resumed();
+                // Closed now; the data path reopens it from the same state when it needs it.
+                drop(sink);
+                resumed
+                    .closed
+                    .push((index, SinkCheckpoint { state, durable }));
+            }
+            Ok(sink) => resumed.open.push((index, sink)),
             Err(error) => {
                 tracing::warn!(reception = row.id, file = %target.shown, %error,
                     "cannot resume a partial file; it starts over");
             }
         }
     }
-    Ok(sinks)
+    Ok(resumed)
 }
 
 fn opener(reception_id: i64, mode: u8, targets: Vec<Target>) -> SinkOpener {
     let targets = Arc::new(targets);
-    Arc::new(move |index: usize| {
+    Arc::new(move |request: SinkRequest| {
         let targets = targets.clone();
         Box::pin(async move {
+            let index = request.index;
             let target = targets.get(index).ok_or_else(|| {
                 slipstream_storage::StorageError::Backend(format!(
                     "file index {index} is not part of the transfer"
                 ))
             })?;
-            let options = sink_options(reception_id, index, &target.file, mode, None);
+            let options = sink_options(
+                reception_id,
+                index,
+                &target.file,
+                mode,
+                request.resume,
+                request.resume_only,
+            );
             target.backend.create_sink(&target.rel, options).await
         })
     })
@@ -110,7 +140,7 @@ pub async fn open(engine: &Arc<Engine>, p: &Params, caller: &Caller) -> Result<V
     let _guard = engine.receiving.open_lock.lock().await;
     let source_ip = caller.address.to_string();
     let existing = store::by_uuid(engine, &request.transfer_id)?;
-    let (row, resumed_sinks) = match existing {
+    let (row, resumed) = match existing {
         Some(row) => {
             if row.owner != caller.user && !caller.superuser {
                 return Err(EngineError::permission_denied(format!(
@@ -121,6 +151,15 @@ pub async fn open(engine: &Arc<Engine>, p: &Params, caller: &Caller) -> Result<V
             match row.status.as_str() {
                 "complete" => return answer(engine, &row, 0, [0; 32], 0, Vec::new(), "complete"),
                 "receiving" => {}
+                _ if expiry::is_expired(row.error_message.as_deref()) => {
+                    return Err(EngineError::conflict(format!(
+                        "incoming transfer {} (to '{}') {}; its partial files were removed: \
+                         create a new transfer to send the files again",
+                        row.id,
+                        row.destination_path,
+                        row.error_message.as_deref().unwrap_or("expired")
+                    )))
+                }
                 _ => {
                     return Err(EngineError::conflict(
                         row.error_message
@@ -135,10 +174,11 @@ pub async fn open(engine: &Arc<Engine>, p: &Params, caller: &Caller) -> Result<V
                 ))
                 .retryable());
             }
-            // A sender that comes back replaces its earlier session; the data stays.
+            // A sender that comes back replaces its earlier session: that one is closed (its
+            // files stay) and its last checkpoint saved before the files are reopened.
             if let Some(old) = engine.receiving.take(row.id) {
                 old.stop_watching();
-                drop(old);
+                live::close_and_save(engine, &old).await;
             }
             store::set_source(engine, row.id, &source_ip, request.source_port)?;
             targets::prepare(&data_targets(engine, &row)?).await?;
@@ -181,7 +221,7 @@ pub async fn open(engine: &Arc<Engine>, p: &Params, caller: &Caller) -> Result<V
                 .ok_or_else(|| EngineError::internal("a new reception vanished"))?;
             tracing::info!(reception = id, user = %caller.user, files = request.files.len(),
                 "incoming transfer opened");
-            (row, Vec::new())
+            (row, Resumed::default())
         }
     };
 
@@ -193,9 +233,11 @@ pub async fn open(engine: &Arc<Engine>, p: &Params, caller: &Caller) -> Result<V
         total += target.file.size;
     }
     let mut resume: Vec<Range<u64>> = Vec::new();
-    for (index, sink) in &resumed_sinks {
-        for range in sink.resumed() {
-            resume.push(offsets[*index] + range.start..offsets[*index] + range.end);
+    let open_ranges = resumed.open.iter().map(|(i, s)| (*i, s.resumed()));
+    let closed_ranges = resumed.closed.iter().map(|(i, c)| (*i, c.durable.clone()));
+    for (index, ranges) in open_ranges.chain(closed_ranges) {
+        for range in ranges {
+            resume.push(offsets[index] + range.start..offsets[index] + range.end);
         }
     }
     resume.sort_by_key(|r| r.start);
@@ -214,7 +256,8 @@ pub async fn open(engine: &Arc<Engine>, p: &Params, caller: &Caller) -> Result<V
         block_size,
         sizes: targets.iter().map(|t| t.file.size).collect(),
         open_sink: opener(row.id, row.overwrite_mode, targets),
-        resumed_sinks,
+        resumed_sinks: resumed.open,
+        resumed_closed: resumed.closed,
         checkpoint_interval: Duration::from_secs(row.checkpoint_seconds.unwrap_or(10).max(1)),
         peer_timeout: PEER_TIMEOUT,
     };

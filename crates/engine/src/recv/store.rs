@@ -1,10 +1,10 @@
 //! The receiving side's rows: receptions and their per-file sink checkpoints.
 
-use crate::datapath::ReceiveCheckpoint;
 use crate::error::EngineError;
 use crate::negotiation::WireFile;
 use crate::Engine;
 use rusqlite::{params, OptionalExtension};
+use slipstream_storage::data::SinkCheckpoint;
 
 /// One reception as stored.
 #[derive(Debug, Clone)]
@@ -25,11 +25,13 @@ pub struct ReceptionRow {
     pub files: Vec<WireFile>,
     pub created_us: i64,
     pub end_us: Option<i64>,
+    /// When the sender last opened or continued it (`openTransfer`) or sent data.
+    pub active_us: i64,
 }
 
 const COLUMNS: &str = "id, source_uuid, source_transfer_id, owner, source_ip, source_port,
     destination_path, overwrite_mode, cipher, checkpoint_seconds, status, error_message,
-    total_size, bytes_recv, files, created_us, end_us";
+    total_size, bytes_recv, files, created_us, end_us, COALESCE(active_us, created_us)";
 
 fn from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ReceptionRow> {
     let files: String = r.get(14)?;
@@ -50,6 +52,7 @@ fn from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ReceptionRow> {
         files: serde_json::from_str(&files).unwrap_or_default(),
         created_us: r.get(15)?,
         end_us: r.get(16)?,
+        active_us: r.get(17)?,
     })
 }
 
@@ -60,6 +63,18 @@ pub fn by_uuid(engine: &Engine, uuid: &str) -> Result<Option<ReceptionRow>, Engi
         .query_row(
             &format!("SELECT {COLUMNS} FROM receptions WHERE source_uuid = ?1"),
             [uuid],
+            from_row,
+        )
+        .optional()?)
+}
+
+pub fn by_id(engine: &Engine, id: i64) -> Result<Option<ReceptionRow>, EngineError> {
+    Ok(engine
+        .db
+        .conn()
+        .query_row(
+            &format!("SELECT {COLUMNS} FROM receptions WHERE id = ?1"),
+            [id],
             from_row,
         )
         .optional()?)
@@ -99,9 +114,9 @@ pub fn insert(engine: &Engine, new: &NewReception<'_>) -> Result<i64, EngineErro
     conn.execute(
         "INSERT INTO receptions (source_uuid, source_transfer_id, owner, source_ip, source_port,
              destination_path, overwrite_mode, cipher, checkpoint_seconds, status,
-             error_message, total_size, files, created_us, end_us)
+             error_message, total_size, files, created_us, end_us, active_us)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14,
-                 CASE WHEN ?10 = 'receiving' THEN NULL ELSE ?14 END)",
+                 CASE WHEN ?10 = 'receiving' THEN NULL ELSE ?14 END, ?14)",
         params![
             new.uuid,
             new.source_transfer_id,
@@ -145,35 +160,80 @@ pub fn end(
     Ok(())
 }
 
-/// Updates the live counters of a reception.
+/// Updates the live counters of a reception; `active`: the sender was heard since the last
+/// update (the reception's idle time starts again).
 pub fn set_progress(
     engine: &Engine,
     id: i64,
     bytes_recv: u64,
     source_port: Option<u16>,
+    active: bool,
 ) -> Result<(), EngineError> {
     engine.db.conn().execute(
-        "UPDATE receptions SET bytes_recv = ?2, source_port = COALESCE(?3, source_port)
+        "UPDATE receptions SET bytes_recv = ?2, source_port = COALESCE(?3, source_port),
+             active_us = CASE WHEN ?4 THEN ?5 ELSE active_us END
          WHERE id = ?1 AND status = 'receiving'",
-        params![id, bytes_recv as i64, source_port],
+        params![
+            id,
+            bytes_recv as i64,
+            source_port,
+            active,
+            crate::params::now_us()
+        ],
     )?;
     Ok(())
 }
 
-/// Records the sender's address of a new run.
+/// Records the sender's address of a new run (the sender is active now).
 pub fn set_source(engine: &Engine, id: i64, ip: &str, port: u16) -> Result<(), EngineError> {
     engine.db.conn().execute(
-        "UPDATE receptions SET source_ip = ?2, source_port = ?3 WHERE id = ?1",
-        params![id, ip, port],
+        "UPDATE receptions SET source_ip = ?2, source_port = ?3, active_us = ?4 WHERE id = ?1",
+        params![id, ip, port, crate::params::now_us()],
     )?;
     Ok(())
 }
 
-/// Persists a checkpoint of the reception (each opened file's sink state).
-pub fn save_checkpoint(
+/// Receptions still `receiving` whose sender has been idle since before `cutoff_us` (µs since
+/// the epoch), counting idle time from `counted_from_us` at the earliest (this server's start:
+/// a sender cannot come back while the receiver is down).
+pub fn idle(
+    engine: &Engine,
+    cutoff_us: i64,
+    counted_from_us: i64,
+) -> Result<Vec<ReceptionRow>, EngineError> {
+    let conn = engine.db.conn();
+    let mut statement = conn.prepare(&format!(
+        "SELECT {COLUMNS} FROM receptions WHERE status = 'receiving'
+             AND MAX(COALESCE(active_us, created_us), ?2) < ?1 ORDER BY id"
+    ))?;
+    let rows = statement.query_map(params![cutoff_us, counted_from_us], from_row)?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// Forgets the finished receptions (`complete` or `error`) that ended before `before_us`;
+/// returns how many.
+pub fn prune(engine: &Engine, before_us: i64) -> Result<usize, EngineError> {
+    let mut conn = engine.db.conn();
+    let tx = conn.transaction()?;
+    tx.execute(
+        "DELETE FROM reception_checkpoints WHERE reception_id IN (SELECT id FROM receptions
+             WHERE status != 'receiving' AND end_us < ?1)",
+        [before_us],
+    )?;
+    let pruned = tx.execute(
+        "DELETE FROM receptions WHERE status != 'receiving' AND end_us < ?1",
+        [before_us],
+    )?;
+    tx.commit()?;
+    Ok(pruned)
+}
+
+/// Persists sink checkpoints of a reception (file index, checkpoint), replacing earlier ones
+/// of the same files.
+pub fn save_checkpoint<'a>(
     engine: &Engine,
     id: i64,
-    checkpoint: &ReceiveCheckpoint,
+    files: impl IntoIterator<Item = (usize, &'a SinkCheckpoint)>,
 ) -> Result<(), EngineError> {
     let mut conn = engine.db.conn();
     let tx = conn.transaction()?;
@@ -182,11 +242,11 @@ pub fn save_checkpoint(
             "INSERT OR REPLACE INTO reception_checkpoints (reception_id, file_index, state, durable)
              VALUES (?1, ?2, ?3, ?4)",
         )?;
-        for (index, sink) in &checkpoint.files {
+        for (index, sink) in files {
             let durable: Vec<[u64; 2]> = sink.durable.iter().map(|r| [r.start, r.end]).collect();
             statement.execute(params![
                 id,
-                *index as i64,
+                index as i64,
                 sink.state.to_string(),
                 serde_json::to_string(&durable).unwrap_or_else(|_| "[]".into())
             ])?;
