@@ -38,8 +38,10 @@
 //! - The sink is [reopenable](FileSink::reopenable): after a checkpoint every written byte is on
 //!   disk, so the engine may drop it (closing its two descriptors, the file and its folder) and
 //!   reopen it from the checkpoint's state when it needs it again.
-//! - [`FileSink::commit`] reads the whole file back, compares its digest with the sender's,
-//!   and only then publishes: sets the executable bit and the modification time, renames
+//! - Each verification chunk (the S3 part size) is read back and hashed in the background as
+//!   soon as all of it is written, so [`FileSink::commit`] only hashes the chunks left (after a
+//!   resume, those written before it). Commit compares the digest with the sender's, and only
+//!   then publishes: sets the executable bit and the modification time, renames
 //!   (modes 3–5; mode 5 keeps the old file as `NAME.bak`), and `fsync`s the folder. A mismatch
 //!   or any failure before publishing removes the partfile (or the in-place file).
 //! - [`FileSink::abort`] removes the partfile, or the in-place file when the sink created,
@@ -49,8 +51,8 @@
 //!   resume after a restart.
 
 use crate::data::{
-    DigestBuilder, FileDigest, FileSink, ObjectReader, OverwriteMode, SinkCheckpoint, SinkOptions,
-    MIB,
+    verification_chunk_size, DigestBuilder, FileDigest, FileSink, ObjectReader, OverwriteMode,
+    SinkCheckpoint, SinkOptions, MIB,
 };
 use crate::error::{StorageError, StorageResult};
 use crate::file::{check, cstring, fstatat, is_dir, is_file, is_symlink, os_error, raw_openat, Fs};
@@ -58,6 +60,7 @@ use crate::path::RelPath;
 use async_trait::async_trait;
 use bytes::Bytes;
 use serde_json::json;
+use std::collections::BTreeMap;
 use std::ffi::{CStr, CString};
 use std::fs::File;
 use std::io;
@@ -174,6 +177,17 @@ impl RangeSet {
     pub(crate) fn covered(&self) -> u64 {
         self.ranges.iter().map(|r| r.end - r.start).sum()
     }
+
+    /// True when every byte of `range` is in the set.
+    pub(crate) fn contains_range(&self, range: &Range<u64>) -> bool {
+        if range.start >= range.end {
+            return true;
+        }
+        let index = self.ranges.partition_point(|r| r.end <= range.start);
+        self.ranges
+            .get(index)
+            .is_some_and(|r| r.start <= range.start && range.end <= r.end)
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -274,6 +288,12 @@ pub struct FileDataSink {
     resumed: Vec<Range<u64>>,
     pending: Vec<(u64, Bytes)>,
     pending_bytes: usize,
+    /// Verification chunks already hashed (index -> BLAKE3), and those being hashed in the
+    /// background: each chunk is read back and hashed as soon as all of it is written, so the
+    /// check at commit only hashes what is left instead of reading the whole file again.
+    chunk_hashes: BTreeMap<u64, [u8; 32]>,
+    chunk_tasks: Vec<ChunkHashTask>,
+    chunks_started: std::collections::BTreeSet<u64>,
     /// In-place modes: the sink created, emptied or wrote into the file, so removing it on
     /// failure loses nothing of the previous file that was not already lost.
     owns_file: bool,
@@ -286,6 +306,9 @@ pub struct FileDataSink {
     /// Commit or abort ran: Drop does nothing.
     done: bool,
 }
+
+/// A background hash of one verification chunk: (chunk index, BLAKE3).
+type ChunkHashTask = tokio::task::JoinHandle<io::Result<(u64, [u8; 32])>>;
 
 /// Creates the sink for `path` (see the module documentation).
 pub(crate) fn create_sink(
@@ -370,6 +393,9 @@ pub(crate) fn create_sink(
         resumed: resumed_ranges,
         pending: Vec::new(),
         pending_bytes: 0,
+        chunk_hashes: BTreeMap::new(),
+        chunk_tasks: Vec::new(),
+        chunks_started: std::collections::BTreeSet::new(),
         owns_file,
         keep_on_drop: was_resumed,
         dir_synced: was_resumed,
@@ -659,6 +685,59 @@ fn digest_of(file: &File, size: u64) -> io::Result<FileDigest> {
         .map_err(|e| io::Error::other(e.to_string()))
 }
 
+/// The BLAKE3 hash of `range` of `file`, read back in pieces (a chunk can be hundreds of MiB).
+fn chunk_hash_of(file: &File, range: Range<u64>) -> io::Result<[u8; 32]> {
+    let mut hasher = blake3::Hasher::new();
+    let len = range.end - range.start;
+    let mut buf = vec![0u8; VERIFY_READ.min(usize::try_from(len).unwrap_or(VERIFY_READ))];
+    let mut offset = range.start;
+    while offset < range.end {
+        // Bounded by buf.len(), a usize.
+        let want = (range.end - offset).min(buf.len() as u64) as usize;
+        match file.read_at(&mut buf[..want], offset) {
+            Ok(0) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    format!("the file ends at {offset}, before {}", range.end),
+                ))
+            }
+            Ok(n) => {
+                hasher.update(&buf[..n]);
+                offset += n as u64;
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(*hasher.finalize().as_bytes())
+}
+
+/// The digest of the first `size` bytes of `file`, using the chunk hashes already known and
+/// reading back only the other chunks. The same value as [`digest_of`].
+fn digest_with_known_chunks(
+    file: &File,
+    size: u64,
+    known: &BTreeMap<u64, [u8; 32]>,
+) -> io::Result<FileDigest> {
+    if size == 0 || known.is_empty() {
+        return digest_of(file, size);
+    }
+    let chunk_size = verification_chunk_size(size).max(1);
+    let count = size.div_ceil(chunk_size);
+    let mut hashes = Vec::with_capacity(usize::try_from(count).unwrap_or(0));
+    for index in 0..count {
+        let hash = match known.get(&index) {
+            Some(hash) => *hash,
+            None => chunk_hash_of(
+                file,
+                index * chunk_size..((index + 1) * chunk_size).min(size),
+            )?,
+        };
+        hashes.push(hash);
+    }
+    Ok(DigestBuilder::from_chunk_hashes(hashes.iter()))
+}
+
 /// Microseconds since the epoch as a time, if representable.
 fn system_time(micros: i64) -> Option<SystemTime> {
     let delta = Duration::from_micros(micros.unsigned_abs());
@@ -708,10 +787,43 @@ impl FileDataSink {
             .await
             .map_err(join_error)?
             .map_err(|e| os_error(e, &self.path))?;
-        for range in ranges {
-            self.written.insert(range);
+        for range in &ranges {
+            self.written.insert(range.clone());
         }
+        self.hash_complete_chunks(&ranges);
         Ok(())
+    }
+
+    /// Starts hashing, in the background, every verification chunk touched by `ranges` that is
+    /// now completely written.
+    fn hash_complete_chunks(&mut self, ranges: &[Range<u64>]) {
+        let chunk_size = verification_chunk_size(self.size).max(1);
+        for range in ranges {
+            if range.start >= range.end {
+                continue;
+            }
+            for index in range.start / chunk_size..=(range.end - 1) / chunk_size {
+                let chunk = index * chunk_size..((index + 1) * chunk_size).min(self.size);
+                if self.chunks_started.contains(&index) || !self.written.contains_range(&chunk) {
+                    continue;
+                }
+                self.chunks_started.insert(index);
+                let file = self.file.clone();
+                self.chunk_tasks.push(tokio::task::spawn_blocking(move || {
+                    Ok((index, chunk_hash_of(&file, chunk)?))
+                }));
+            }
+        }
+    }
+
+    /// Waits for the background chunk hashes; a chunk whose hashing failed is hashed again at
+    /// commit.
+    async fn collect_chunk_hashes(&mut self) {
+        for task in std::mem::take(&mut self.chunk_tasks) {
+            if let Ok(Ok((index, hash))) = task.await {
+                self.chunk_hashes.insert(index, hash);
+            }
+        }
     }
 
     fn flush_blocking(&mut self) -> io::Result<()> {
@@ -784,7 +896,8 @@ impl FileDataSink {
         let err = |e: io::Error| os_error(e, &path);
         self.flush_blocking().map_err(err)?;
         self.file.sync_data().map_err(err)?;
-        let actual = digest_of(&self.file, self.size).map_err(err)?;
+        let actual =
+            digest_with_known_chunks(&self.file, self.size, &self.chunk_hashes).map_err(err)?;
         if actual != expected {
             tracing::warn!(
                 path = %path,
@@ -950,6 +1063,7 @@ impl FileSink for FileDataSink {
     }
 
     async fn commit(mut self: Box<Self>, expected: FileDigest) -> StorageResult<()> {
+        self.collect_chunk_hashes().await;
         tokio::task::spawn_blocking(move || {
             let result = self.commit_blocking(expected);
             if result.is_err() {
@@ -990,6 +1104,7 @@ impl Drop for FileDataSink {
 mod tests {
     use super::*;
     use crate::backend::Backend;
+    use crate::data::chunk_hash;
     use crate::file::FileBackend;
     use std::os::unix::fs::{symlink, MetadataExt};
     use std::path::{Path, PathBuf};
@@ -1352,6 +1467,76 @@ mod tests {
         assert!(sink.commit(digest(&data)).await.is_err());
         assert!(!f.root.join("x").exists());
         assert!(partfiles(&f.root).is_empty());
+    }
+
+    /// Pseudo-random bytes (xorshift), so every chunk differs.
+    fn noise(len: usize, seed: u64) -> Vec<u8> {
+        let mut state = seed | 1;
+        (0..len)
+            .map(|_| {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                state as u8
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_digest_from_known_chunks_is_the_digest_of_the_file() {
+        // Three 8 MiB verification chunks and a short fourth.
+        let data = noise(3 * 8 * MIB as usize + 12_345, 3);
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        std::fs::write(&path, &data).unwrap();
+        let file = File::open(&path).unwrap();
+        let size = data.len() as u64;
+        let whole = digest_of(&file, size).unwrap();
+        assert_eq!(whole, digest(&data));
+        let chunk = verification_chunk_size(size) as usize;
+        let mut known = BTreeMap::new();
+        known.insert(1, chunk_hash(&data[chunk..2 * chunk]));
+        known.insert(3, chunk_hash(&data[3 * chunk..]));
+        assert_eq!(
+            digest_with_known_chunks(&file, size, &known).unwrap(),
+            whole
+        );
+        // The known hashes are used as they are, not read again.
+        known.insert(0, [7; 32]);
+        assert_ne!(
+            digest_with_known_chunks(&file, size, &known).unwrap(),
+            whole
+        );
+    }
+
+    #[tokio::test]
+    async fn chunks_are_hashed_while_the_file_arrives_and_a_mismatch_still_fails() {
+        let f = fixture();
+        let data = noise(2 * 8 * MIB as usize + 777, 5);
+        for mode in [OverwriteMode::Never, OverwriteMode::InPlaceAlways] {
+            let name = format!("big{}", u8::from(mode));
+            receive(&f.backend, &name, &data, options(data.len(), mode))
+                .await
+                .unwrap();
+            assert_eq!(std::fs::read(f.root.join(&name)).unwrap(), data);
+            // The same bytes against another digest: refused, nothing published.
+            let other = format!("other{}", u8::from(mode));
+            let mut sink = f
+                .backend
+                .create_sink(&p(&other), options(data.len(), mode))
+                .await
+                .unwrap();
+            write_shuffled(&mut sink, &data, 64 << 10, 9).await;
+            let mut wrong = data.clone();
+            wrong[5] ^= 1;
+            let error = sink.commit(digest(&wrong)).await.unwrap_err();
+            assert!(
+                error.to_string().contains("integrity check failed"),
+                "{error}"
+            );
+            assert!(!f.root.join(&other).exists());
+            assert!(partfiles(&f.root).is_empty());
+        }
     }
 
     #[tokio::test]
