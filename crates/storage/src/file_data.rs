@@ -39,8 +39,9 @@
 //!   disk, so the engine may drop it (closing its two descriptors, the file and its folder) and
 //!   reopen it from the checkpoint's state when it needs it again.
 //! - Each verification chunk (the S3 part size) is read back and hashed in the background as
-//!   soon as all of it is written, so [`FileSink::commit`] only hashes the chunks left (after a
-//!   resume, those written before it). Commit compares the digest with the sender's, and only
+//!   soon as all of it is written, so [`FileSink::commit`] only hashes the chunks left. The
+//!   checkpoint state records the hashes of durable chunks, so a sink reopened from it keeps
+//!   them. Commit compares the digest with the sender's, and only
 //!   then publishes: sets the executable bit and the modification time, renames
 //!   (modes 3–5; mode 5 keeps the old file as `NAME.bak`), and `fsync`s the folder. A mismatch
 //!   or any failure before publishing removes the partfile (or the in-place file).
@@ -377,6 +378,11 @@ pub(crate) fn create_sink(
         }
     };
     let resumed_ranges = written.ranges().to_vec();
+    let chunk_hashes = match (&options.resume, was_resumed) {
+        (Some(state), true) => chunk_hashes_from_state(state, options.size, &written),
+        _ => BTreeMap::new(),
+    };
+    let chunks_started = chunk_hashes.keys().copied().collect();
     Ok(FileDataSink {
         path: path.clone(),
         dir: Arc::new(dir),
@@ -393,9 +399,9 @@ pub(crate) fn create_sink(
         resumed: resumed_ranges,
         pending: Vec::new(),
         pending_bytes: 0,
-        chunk_hashes: BTreeMap::new(),
+        chunk_hashes,
         chunk_tasks: Vec::new(),
-        chunks_started: std::collections::BTreeSet::new(),
+        chunks_started,
         owns_file,
         keep_on_drop: was_resumed,
         dir_synced: was_resumed,
@@ -712,6 +718,53 @@ fn chunk_hash_of(file: &File, range: Range<u64>) -> io::Result<[u8; 32]> {
     Ok(*hasher.finalize().as_bytes())
 }
 
+/// Lower-case hex of a hash.
+fn to_hex(bytes: &[u8; 32]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// A hash from its hex form.
+fn from_hex(text: &str) -> Option<[u8; 32]> {
+    if text.len() != 64 || !text.is_ascii() {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (index, byte) in out.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(&text[2 * index..2 * index + 2], 16).ok()?;
+    }
+    Some(out)
+}
+
+/// The chunk hashes a checkpoint's state recorded, for chunks that are entirely among the
+/// durable ranges (anything else in the list is ignored: those chunks are hashed at commit).
+fn chunk_hashes_from_state(
+    state: &serde_json::Value,
+    size: u64,
+    written: &RangeSet,
+) -> BTreeMap<u64, [u8; 32]> {
+    let chunk_size = verification_chunk_size(size).max(1);
+    let mut hashes = BTreeMap::new();
+    let Some(list) = state.get("chunks").and_then(|c| c.as_array()) else {
+        return hashes;
+    };
+    for entry in list {
+        let parsed = entry.as_array().and_then(|pair| {
+            let index = pair.first()?.as_u64()?;
+            let hash = from_hex(pair.get(1)?.as_str()?)?;
+            Some((index, hash))
+        });
+        let Some((index, hash)) = parsed else {
+            continue;
+        };
+        let start = index.saturating_mul(chunk_size);
+        let chunk = start..start.saturating_add(chunk_size).min(size);
+        if start < size && written.contains_range(&chunk) {
+            hashes.insert(index, hash);
+        }
+    }
+    hashes
+}
+
 /// The digest of the first `size` bytes of `file`, using the chunk hashes already known and
 /// reading back only the other chunks. The same value as [`digest_of`].
 fn digest_with_known_chunks(
@@ -760,6 +813,14 @@ impl FileDataSink {
             .iter()
             .map(|r| [r.start, r.end])
             .collect();
+        // Hashes of chunks that are written (and, at a checkpoint, durable), so that a sink
+        // closed and reopened (the engine closes each file once it is complete) or resumed
+        // after a restart does not read them back again at commit.
+        let chunks: Vec<serde_json::Value> = self
+            .chunk_hashes
+            .iter()
+            .map(|(index, hash)| json!([index, to_hex(hash)]))
+            .collect();
         Ok(json!({
             "file": self.work_text,
             "mode": u8::from(self.mode),
@@ -767,6 +828,7 @@ impl FileDataSink {
             "reception": self.reception_id,
             "ino": ino,
             "durable": durable,
+            "chunks": chunks,
         }))
     }
 
@@ -812,6 +874,21 @@ impl FileDataSink {
                 self.chunk_tasks.push(tokio::task::spawn_blocking(move || {
                     Ok((index, chunk_hash_of(&file, chunk)?))
                 }));
+            }
+        }
+    }
+
+    /// Takes the results of the background chunk hashes that have finished (without waiting
+    /// for the others).
+    async fn collect_finished_chunk_hashes(&mut self) {
+        let (finished, running): (Vec<_>, Vec<_>) = std::mem::take(&mut self.chunk_tasks)
+            .into_iter()
+            .partition(|task| task.is_finished());
+        self.chunk_tasks = running;
+        // A failed hash is done again at commit.
+        for task in finished {
+            if let Ok(Ok((index, hash))) = task.await {
+                self.chunk_hashes.insert(index, hash);
             }
         }
     }
@@ -1040,6 +1117,7 @@ impl FileSink for FileDataSink {
 
     async fn checkpoint(&mut self) -> StorageResult<SinkCheckpoint> {
         self.flush().await?;
+        self.collect_finished_chunk_hashes().await;
         let file = self.file.clone();
         let dir = self.dir.clone();
         let sync_folder = !self.dir_synced;
@@ -1537,6 +1615,50 @@ mod tests {
             assert!(!f.root.join(&other).exists());
             assert!(partfiles(&f.root).is_empty());
         }
+    }
+
+    #[tokio::test]
+    async fn chunk_hashes_survive_a_close_and_reopen_through_the_checkpoint() {
+        let f = fixture();
+        let data = noise(2 * 8 * MIB as usize + 99, 21);
+        let mut opts = options(data.len(), OverwriteMode::Never);
+        let mut sink = f.backend.create_sink(&p("c"), opts.clone()).await.unwrap();
+        write_shuffled(&mut sink, &data, 256 << 10, 4).await;
+        // The engine checkpoints and closes a complete file; the background hashes finish
+        // meanwhile (a checkpoint only takes those that are done).
+        let mut state = serde_json::Value::Null;
+        for _ in 0..100 {
+            state = sink.checkpoint().await.unwrap().state;
+            if state["chunks"].as_array().is_some_and(|c| c.len() == 3) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let chunks = state["chunks"].as_array().unwrap().clone();
+        assert_eq!(chunks.len(), 3, "{chunks:?}");
+        assert_eq!(chunks[1][1], to_hex(&chunk_hash(&data[8 << 20..16 << 20])));
+        drop(sink);
+
+        opts.resume = Some(state.clone());
+        let sink = f.backend.create_sink(&p("c"), opts.clone()).await.unwrap();
+        sink.commit(digest(&data)).await.unwrap();
+        assert_eq!(std::fs::read(f.root.join("c")).unwrap(), data);
+
+        // The recorded hashes are what commit checks: a wrong one fails the file (so a
+        // checkpoint can never make bad data pass, only good data fail).
+        let mut sink = f.backend.create_sink(&p("d"), opts.clone()).await.unwrap();
+        write_shuffled(&mut sink, &data, 256 << 10, 4).await;
+        let mut state = sink.checkpoint().await.unwrap().state;
+        state["chunks"] = json!([[0, to_hex(&[9; 32])]]);
+        drop(sink);
+        opts.resume = Some(state);
+        let sink = f.backend.create_sink(&p("d"), opts).await.unwrap();
+        let error = sink.commit(digest(&data)).await.unwrap_err();
+        assert!(
+            error.to_string().contains("integrity check failed"),
+            "{error}"
+        );
+        assert!(!f.root.join("d").exists());
     }
 
     #[tokio::test]
