@@ -1,4 +1,7 @@
-//! One JSON-RPC 2.0 call over HTTPS: connect, check the certificate, POST `/rpc`, decode.
+//! One JSON-RPC 2.0 call over HTTPS: connect, check the certificate, POST `/rpc`, decode. A
+//! client (and its clones) keeps its last connection for a few seconds and reuses it, so a
+//! sequence of calls (a transfer's login and openTransfer) pays the TCP and TLS handshakes once:
+//! three round trips per call on a 100 ms path otherwise.
 
 use crate::tls::{client_config, remember_first_use, FingerprintVerifier, Trust};
 use base64::Engine;
@@ -10,7 +13,7 @@ use serde_json::{json, Value};
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 
@@ -87,7 +90,21 @@ pub struct ApiClient {
     next_id: Arc<AtomicU64>,
     /// The certificate fingerprint the server presented on the last successful handshake.
     seen_fingerprint: Arc<Mutex<Option<String>>>,
+    /// The last connection and when its last call ended, for the next call to reuse. A call
+    /// takes it out, so concurrent calls each get their own connection.
+    idle: Arc<Mutex<Option<IdleConnection>>>,
 }
+
+/// An HTTP/1 connection that finished a call.
+#[derive(Debug)]
+struct IdleConnection {
+    sender: hyper::client::conn::http1::SendRequest<Full<Bytes>>,
+    since: Instant,
+}
+
+/// A connection idle longer than this is not reused (servers close idle connections, and a
+/// request sent just as one does would fail).
+const REUSE_IDLE: Duration = Duration::from_secs(5);
 
 impl ApiClient {
     /// A client for `host:port` that checks the server certificate with `trust`.
@@ -100,6 +117,7 @@ impl ApiClient {
             timeout: Duration::from_secs(600),
             next_id: Arc::new(AtomicU64::new(1)),
             seen_fingerprint: Arc::new(Mutex::new(None)),
+            idle: Arc::new(Mutex::new(None)),
         }
     }
 
@@ -177,6 +195,62 @@ impl ApiClient {
 
     async fn post_inner(&self, body: Vec<u8>) -> Result<(u16, Vec<u8>), ClientError> {
         let server = self.server();
+        let reusable = self
+            .idle
+            .lock()
+            .ok()
+            .and_then(|mut idle| idle.take())
+            .filter(|idle| idle.since.elapsed() < REUSE_IDLE && !idle.sender.is_closed());
+        let mut sender = match reusable {
+            Some(mut idle) => match idle.sender.ready().await {
+                Ok(()) => idle.sender,
+                Err(_) => self.connect(&server).await?,
+            },
+            None => self.connect(&server).await?,
+        };
+        let mut request = hyper::Request::post("/rpc")
+            .header(hyper::header::HOST, server.as_str())
+            .header(hyper::header::CONTENT_TYPE, "application/json");
+        match &self.auth {
+            Auth::None => {}
+            Auth::Basic { user, password } => {
+                let encoded =
+                    base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
+                request = request.header(hyper::header::AUTHORIZATION, format!("Basic {encoded}"));
+            }
+            Auth::Bearer(token) => {
+                request = request.header(hyper::header::AUTHORIZATION, format!("Bearer {token}"));
+            }
+        }
+        let request = request
+            .body(Full::new(Bytes::from(body)))
+            .map_err(|e| self.protocol(e.to_string()))?;
+        let response = sender
+            .send_request(request)
+            .await
+            .map_err(|e| self.protocol(e.to_string()))?;
+        let status = response.status().as_u16();
+        let bytes = response
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| self.protocol(e.to_string()))?
+            .to_bytes();
+        if let Ok(mut idle) = self.idle.lock() {
+            *idle = Some(IdleConnection {
+                sender,
+                since: Instant::now(),
+            });
+        }
+        Ok((status, bytes.to_vec()))
+    }
+
+    /// A new connection: TCP, TLS with the certificate check, HTTP/1 handshake.
+    async fn connect(
+        &self,
+        server: &str,
+    ) -> Result<hyper::client::conn::http1::SendRequest<Full<Bytes>>, ClientError> {
+        let server = server.to_string();
         let expected = match &self.trust {
             Trust::Insecure => None,
             Trust::Fingerprint(f) => Some(f.clone()),
@@ -214,41 +288,13 @@ impl ApiClient {
             *seen = Some(fingerprint);
         }
 
-        let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+        let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
             .await
             .map_err(|e| self.protocol(e.to_string()))?;
         tokio::spawn(async move {
             let _ = connection.await;
         });
-        let mut request = hyper::Request::post("/rpc")
-            .header(hyper::header::HOST, server.as_str())
-            .header(hyper::header::CONTENT_TYPE, "application/json");
-        match &self.auth {
-            Auth::None => {}
-            Auth::Basic { user, password } => {
-                let encoded =
-                    base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
-                request = request.header(hyper::header::AUTHORIZATION, format!("Basic {encoded}"));
-            }
-            Auth::Bearer(token) => {
-                request = request.header(hyper::header::AUTHORIZATION, format!("Bearer {token}"));
-            }
-        }
-        let request = request
-            .body(Full::new(Bytes::from(body)))
-            .map_err(|e| self.protocol(e.to_string()))?;
-        let response = sender
-            .send_request(request)
-            .await
-            .map_err(|e| self.protocol(e.to_string()))?;
-        let status = response.status().as_u16();
-        let bytes = response
-            .into_body()
-            .collect()
-            .await
-            .map_err(|e| self.protocol(e.to_string()))?
-            .to_bytes();
-        Ok((status, bytes.to_vec()))
+        Ok(sender)
     }
 
     fn protocol(&self, message: String) -> ClientError {
