@@ -40,6 +40,34 @@ fn report(name: &str, result: &common::SimResult) {
     );
 }
 
+/// A `SIM_*` knob of the debug tools, or its default.
+fn env(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// Prints the sender's rate and the bottleneck queue every `step` × 100 ms (debug tools).
+fn print_timeline(result: &common::SimResult, step: usize) {
+    for (index, bucket) in result
+        .forward
+        .queue_buckets
+        .iter()
+        .enumerate()
+        .step_by(step.max(1))
+    {
+        let t = Duration::from_millis(index as u64 * 100);
+        eprintln!(
+            "{:>5}ms rate {:>6.1} Mbit/s queue mean {:>6}us max {:>6}us",
+            t.as_millis(),
+            result.mean_rate_bps(t, t + millis(100)) / 1e6,
+            bucket.0 / bucket.1.max(1),
+            bucket.2
+        );
+    }
+}
+
 /// A 1 Gbit/s bottleneck (datagram bytes) with a 20 ms drop-tail buffer, like a real access link.
 fn gigabit_link(one_way: Duration, loss: f64) -> LinkConfig {
     LinkConfig {
@@ -323,12 +351,6 @@ fn empty_and_one_byte_transfers_complete() {
 #[test]
 #[ignore]
 fn debug_bottleneck_timeline() {
-    let env = |name: &str, default: u64| {
-        std::env::var(name)
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(default)
-    };
     let mut config = SimConfig::new(
         env("SIM_MIB", 96) * MIB,
         env("SIM_TARGET_KBPS", 400_000),
@@ -342,23 +364,7 @@ fn debug_bottleneck_timeline() {
     };
     let result = run(config);
     report("bottleneck", &result);
-    let step = env("SIM_STEP", 2) as usize;
-    for (index, bucket) in result
-        .forward
-        .queue_buckets
-        .iter()
-        .enumerate()
-        .step_by(step)
-    {
-        let t = Duration::from_millis(index as u64 * 100);
-        eprintln!(
-            "{:>5}ms rate {:>6.1} Mbit/s queue mean {:>6}us max {:>6}us",
-            t.as_millis(),
-            result.mean_rate_bps(t, t + millis(100)) / 1e6,
-            bucket.0 / bucket.1.max(1),
-            bucket.2
-        );
-    }
+    print_timeline(&result, env("SIM_STEP", 2) as usize);
 }
 
 /// Tool, not a check: the 1 GiB / 200 ms / 2 % case under other seeds.
@@ -661,12 +667,6 @@ fn share_a_bottleneck(seed: u64) {
 #[test]
 #[ignore]
 fn debug_starved_hosts() {
-    let env = |name: &str, default: u64| {
-        std::env::var(name)
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(default)
-    };
     let one_way = millis(env("SIM_ONE_WAY_MS", 50));
     let loss = env("SIM_LOSS_PERMILLE", 0) as f64 / 1000.0;
     let mut config = SimConfig::new(env("SIM_MIB", 512) * MIB, GBIT_KBPS, one_way);
@@ -690,21 +690,5 @@ fn debug_starved_hosts() {
     config.sender_timer_tick = Some(millis(1));
     let result = run(config);
     report("starved", &result);
-    let step = env("SIM_STEP", 5) as usize;
-    for (index, bucket) in result
-        .forward
-        .queue_buckets
-        .iter()
-        .enumerate()
-        .step_by(step)
-    {
-        let t = Duration::from_millis(index as u64 * 100);
-        eprintln!(
-            "{:>5}ms rate {:>6.1} Mbit/s queue mean {:>6}us max {:>6}us",
-            t.as_millis(),
-            result.mean_rate_bps(t, t + millis(100)) / 1e6,
-            bucket.0 / bucket.1.max(1),
-            bucket.2
-        );
-    }
+    print_timeline(&result, env("SIM_STEP", 5) as usize);
 }

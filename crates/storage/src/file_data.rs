@@ -663,34 +663,6 @@ fn sync_dir(dir: RawFd) -> io::Result<()> {
     File::from(fd).sync_all()
 }
 
-/// The digest of the first `size` bytes of `file`, read sequentially.
-fn digest_of(file: &File, size: u64) -> io::Result<FileDigest> {
-    let mut builder = DigestBuilder::new(size);
-    let mut buf = vec![0u8; VERIFY_READ.min(usize::try_from(size).unwrap_or(VERIFY_READ))];
-    let mut offset = 0u64;
-    while offset < size {
-        // Bounded by buf.len(), a usize.
-        let want = (size - offset).min(buf.len() as u64) as usize;
-        match file.read_at(&mut buf[..want], offset) {
-            Ok(0) => {
-                return Err(io::Error::new(
-                    io::ErrorKind::UnexpectedEof,
-                    format!("the file ends at {offset} of {size} bytes"),
-                ))
-            }
-            Ok(n) => {
-                builder.update(&buf[..n]);
-                offset += n as u64;
-            }
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    builder
-        .finish()
-        .map_err(|e| io::Error::other(e.to_string()))
-}
-
 /// The BLAKE3 hash of `range` of `file`, read back in pieces (a chunk can be hundreds of MiB).
 fn chunk_hash_of(file: &File, range: Range<u64>) -> io::Result<[u8; 32]> {
     let mut hasher = blake3::Hasher::new();
@@ -765,18 +737,12 @@ fn chunk_hashes_from_state(
     hashes
 }
 
-/// The digest of the first `size` bytes of `file`, using the chunk hashes already known and
-/// reading back only the other chunks. The same value as [`digest_of`].
-fn digest_with_known_chunks(
-    file: &File,
-    size: u64,
-    known: &BTreeMap<u64, [u8; 32]>,
-) -> io::Result<FileDigest> {
-    if size == 0 || known.is_empty() {
-        return digest_of(file, size);
-    }
+/// The digest of the first `size` bytes of `file`: the chunk hashes already known, and the
+/// other chunks read back and hashed (an empty file is one empty chunk, as for
+/// [`DigestBuilder`]).
+fn file_digest(file: &File, size: u64, known: &BTreeMap<u64, [u8; 32]>) -> io::Result<FileDigest> {
     let chunk_size = verification_chunk_size(size).max(1);
-    let count = size.div_ceil(chunk_size);
+    let count = size.div_ceil(chunk_size).max(1);
     let mut hashes = Vec::with_capacity(usize::try_from(count).unwrap_or(0));
     for index in 0..count {
         let hash = match known.get(&index) {
@@ -973,8 +939,7 @@ impl FileDataSink {
         let err = |e: io::Error| os_error(e, &path);
         self.flush_blocking().map_err(err)?;
         self.file.sync_data().map_err(err)?;
-        let actual =
-            digest_with_known_chunks(&self.file, self.size, &self.chunk_hashes).map_err(err)?;
+        let actual = file_digest(&self.file, self.size, &self.chunk_hashes).map_err(err)?;
         if actual != expected {
             tracing::warn!(
                 path = %path,
@@ -1569,22 +1534,23 @@ mod tests {
         std::fs::write(&path, &data).unwrap();
         let file = File::open(&path).unwrap();
         let size = data.len() as u64;
-        let whole = digest_of(&file, size).unwrap();
+        let whole = file_digest(&file, size, &BTreeMap::new()).unwrap();
         assert_eq!(whole, digest(&data));
+        let empty = dir.path().join("empty");
+        std::fs::write(&empty, b"").unwrap();
+        let empty = File::open(&empty).unwrap();
+        assert_eq!(
+            file_digest(&empty, 0, &BTreeMap::new()).unwrap(),
+            digest(b"")
+        );
         let chunk = verification_chunk_size(size) as usize;
         let mut known = BTreeMap::new();
         known.insert(1, chunk_hash(&data[chunk..2 * chunk]));
         known.insert(3, chunk_hash(&data[3 * chunk..]));
-        assert_eq!(
-            digest_with_known_chunks(&file, size, &known).unwrap(),
-            whole
-        );
+        assert_eq!(file_digest(&file, size, &known).unwrap(), whole);
         // The known hashes are used as they are, not read again.
         known.insert(0, [7; 32]);
-        assert_ne!(
-            digest_with_known_chunks(&file, size, &known).unwrap(),
-            whole
-        );
+        assert_ne!(file_digest(&file, size, &known).unwrap(), whole);
     }
 
     #[tokio::test]
